@@ -1,0 +1,34 @@
+"The README's commands are the ones CI runs, and README.md agrees with nbs/index.ipynb."
+import json, re, shlex
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def sh_blocks(text):
+    return [b.strip() for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S)]
+
+def index_text():
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    return '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+
+def test_two_commands():
+    blocks = sh_blocks((ROOT / 'README.md').read_text())
+    assert len(blocks) == 2, blocks
+    install_and_demo, tests = blocks
+    assert install_and_demo.startswith('pip install') and 'dfl-gan demo --out' in install_and_demo
+    assert tests == 'bash .ci/run'
+
+def test_ci_script_is_what_readme_runs():
+    ci = (ROOT / '.ci' / 'run').read_text()
+    assert 'pip install -q -e ".[dev]"' in ci and 'nbdev-test' in ci and 'pytest' in ci
+    assert re.search(r'git status --porcelain', ci), 'CI must fail when nbdev-export/clean change files'
+
+def test_readme_matches_index():
+    assert sh_blocks((ROOT / 'README.md').read_text()) == sh_blocks(index_text())
+
+def test_demo_command_parses():
+    from dfl_gan.cli import _parser
+    cmd = shlex.split(sh_blocks((ROOT / 'README.md').read_text())[0].split('&&')[1])
+    assert cmd[0] == 'dfl-gan'
+    ns = _parser().parse_args(cmd[1:])
+    assert ns.cmd == 'demo'
