@@ -14,8 +14,12 @@ def dfl_gan(*args, check=True):
     return r
 
 def check_run_dir(out: Path, steps: int):
-    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'config.json', 'curves.png', 'history.jsonl',
-                                                     'metrics.json', 'preview.png']
+    names = sorted(p.name for p in out.iterdir())
+    numbered = [n for n in names if n.startswith('checkpoint-')]
+    assert [n for n in names if n not in numbered] == ['checkpoint.pt', 'config.json', 'curves.png', 'history.jsonl',
+                                                       'metrics.json', 'preview.png']
+    assert numbered and numbered[-1] == f'checkpoint-{steps:08d}.pt', numbered
+    assert (out / numbered[-1]).read_bytes() == (out / 'checkpoint.pt').read_bytes()
     prev = Image.open(out / 'preview.png'); prev.load()
     assert prev.mode == 'RGB' and prev.width >= 2 * 32 and prev.height > prev.width
     curves = Image.open(out / 'curves.png'); curves.load()
@@ -25,7 +29,7 @@ def check_run_dir(out: Path, steps: int):
     assert [r['step'] for r in rows] == list(range(steps))
     for r in rows: assert RECORD_KEYS <= set(r), RECORD_KEYS - set(r)
     ck = torch.load(out / 'checkpoint.pt', weights_only=True)
-    assert ck['step'] == steps and ck['history']['rows'] == rows
+    assert ck['step'] == steps and json.dumps(ck['history']['rows']) == json.dumps(rows)  # NaN-aware: NaN is a value here
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg == ck['config']
     return json.loads((out / 'metrics.json').read_text())
