@@ -11,12 +11,6 @@ from dfl_gan.checkpoints import save_checkpoint, load_checkpoint, resume
 from dfl_gan import cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def faces(tmp_path_factory) -> Path:
     "A folder of 8 small face images."

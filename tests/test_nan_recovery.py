@@ -13,13 +13,6 @@ from dfl_gan.monitor import plot_history, figure_png
 FACES = FaceSet.from_tensor(torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
 NAN = float('nan')
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny networks run fastest on one thread, and a busy machine's other threads stay free."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def tiny(**kw) -> Config:
     c = Config()
     c.model.update(resolution=32, latent_dim=32, g_width=32, d_width=16)

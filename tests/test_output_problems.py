@@ -10,12 +10,6 @@ import dfl_gan.cli as cli
 from dfl_gan.train import Trainer, read_checkpoint
 from dfl_gan.checkpoints import find_checkpoints
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope='module')
 def faces(tmp_path_factory) -> Path:
     d, rng = tmp_path_factory.mktemp('faces'), np.random.default_rng(0)
