@@ -25,6 +25,18 @@ def load_average() -> str:
     try: return ' '.join(f'{x:.2f}' for x in os.getloadavg())
     except OSError: return 'n/a'
 
+def cpu_pressure() -> float | None:
+    "Seconds that runnable tasks have waited for a CPU since boot (Linux PSI 'some'), or None where PSI is missing."
+    try: return int(Path('/proc/pressure/cpu').read_text().split()[4].split('=')[1]) / 1e6
+    except (OSError, IndexError, ValueError): return None
+
+class Contention:
+    "Share of a block's wall time during which some task waited for a CPU (other processes on a shared machine)."
+    def __enter__(self): self.t0, self.p0 = time.perf_counter(), cpu_pressure(); return self
+    def __exit__(self, *exc):
+        p1 = cpu_pressure()
+        self.share = 0.0 if p1 is None or self.p0 is None else (p1 - self.p0) / (time.perf_counter() - self.t0)
+
 def command() -> str: return 'python ' + ' '.join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 def sync(device:torch.device):

@@ -15,12 +15,12 @@ built from the same config and seed, warmed up, then timed in alternation (plain
 that load on a shared machine hits both; the medians are compared.
 """
 from __future__ import annotations
-import argparse, contextlib, statistics, sys, tempfile, time
-from dataclasses import dataclass, field
+import argparse, contextlib, json, statistics, sys, tempfile, time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakMemory, command, fmt_bytes, load_average, machine, md_table, sync, write_section
+from _common import HERE, Contention, PeakMemory, command, fmt_bytes, load_average, machine, md_table, sync, write_section
 from dfl_gan.core import Config, RunConfig
 from dfl_gan.data import FaceSet, demo_faces
 from dfl_gan.swap import SwapTrainer, swap_config
@@ -182,6 +182,7 @@ def matmul_peak(device:torch.device, trials:int=3) -> tuple:
 class Result:
     config: str; variant: str; batch: int; images: int; times: list
     flops: float = 0.0; peak: float = 0.0; delta: float = 0.0; warmup: float = 0.0
+    contention: float = 0.0; discarded: int = 0; when: str = ''
     @property
     def ms(self) -> float: return statistics.median(self.times) * 1e3
     @property
@@ -189,7 +190,8 @@ class Result:
     @property
     def tflops(self) -> float: return self.flops / (self.ms / 1e3) / 1e12
 
-def bench(name:str, spec:tuple, variants:list, device:torch.device, repeats:int, block_s:float, budget_s:float, log) -> list:
+def bench(name:str, spec:tuple, variants:list, device:torch.device, repeats:int, block_s:float, budget_s:float, log,
+          max_contention:float=0.1) -> list:
     "Warm each variant up, count FLOPs and memory, then time them in alternation; one Result per variant."
     trainers, warmups = [], []
     for v in variants:
@@ -200,15 +202,23 @@ def bench(name:str, spec:tuple, variants:list, device:torch.device, repeats:int,
         trainers.append(t); warmups.append(time.perf_counter() - t0)
         log(f'  {name} {v.name}: built and warmed up in {warmups[-1]:.1f} s')
     warm = run_steps(trainers[0], variants[0], 1)
+    if warm < 2: warm = min(warm, run_steps(trainers[0], variants[0], 1))
     n = max(1, min(50, round(block_s / warm)))
     repeats = max(2, min(repeats, int(budget_s / (n * warm * len(variants)))))  # heavy configs: fewer, longer-step blocks
     res = [Result(name, v.name, t.cfg.data.batch_size, images_per_step(t), [], warmup=w)
            for v, t, w in zip(variants, trainers, warmups)]
     for r, t in zip(res, trainers): r.flops, r.peak, r.delta = count_step(t)
-    for rep in range(repeats):
-        order = list(range(len(variants)))
-        if rep % 2: order.reverse()
-        for i in order: res[i].times.append(run_steps(trainers[i], variants[i], n))
+    clean, dirty, tries = [], [], 0
+    while len(clean) < repeats and tries < 3 * repeats:   # one repeat = one block per variant, in alternating order
+        order = list(range(len(variants)))[::(-1 if tries % 2 else 1)]
+        with Contention() as c: block = {i: run_steps(trainers[i], variants[i], n) for i in order}
+        tries += 1
+        (clean if c.share <= max_contention else dirty).append((block, c.share))
+        if c.share > max_contention: log(f'  {name}: other processes took the CPU {100 * c.share:.0f} % of a block: repeating it')
+    kept = clean or dirty
+    for i, r in enumerate(res):
+        r.times = [b[i] for b, _ in kept]
+        r.contention, r.discarded, r.when = max(sh for _, sh in kept), len(dirty) if clean else 0, time.strftime('%Y-%m-%d %H:%M')
     log(f'  {name}: {n} step(s) per block × {repeats} repeats: ' + ', '.join(f'{r.variant} {r.ms:.0f} ms' for r in res))
     return res
 
@@ -217,13 +227,23 @@ def table(results:list, peak:float) -> str:
     rows, base, base_min = [], {}, {}
     for r in results:
         if r.variant == 'plain': base[r.config], base_min[r.config] = r.ms, min(r.times)
-        spread = f'{min(r.times) * 1e3:.0f}–{max(r.times) * 1e3:.0f} ({len(r.times)})'
+        spread = f'{min(r.times) * 1e3:.0f}–{max(r.times) * 1e3:.0f} ({len(r.times)}; {100 * r.contention:.0f} %)'
         ratio = '' if r.variant == 'plain' else f'**{base[r.config] / r.ms:.2f}×** ({base_min[r.config] / min(r.times):.2f}×)'
         rows.append([r.config, r.variant, r.batch, f'{r.ms:.1f}', spread, f'{r.ips:.1f}', fmt_bytes(r.peak),
                      fmt_bytes(r.delta), f'{r.flops / 1e9:.1f}', f'{r.tflops:.3f}', f'{100 * r.tflops * 1e12 / peak:.1f} %',
                      f'{r.warmup:.0f}', ratio])
-    return md_table(['config', 'path', 'batch', 'ms/step (median)', 'range (blocks)', 'images/s', 'peak mem', 'step mem Δ',
+    return md_table(['config', 'path', 'batch', 'ms/step (median)', 'range (blocks; CPU taken by others)', 'images/s', 'peak mem', 'step mem Δ',
                      'GFLOP/step', 'TFLOP/s', '% of peak', 'build + warm-up s', 'speed-up vs plain: medians (fastest blocks)'], rows)
+
+def merge(section:str, results:list, peak:float, wall:float, order:list) -> tuple:
+    "Store these results in results/SECTION.json (one entry per config, replacing an older one) and return all of them."
+    f = HERE / 'results' / f'{section}.json'
+    store = json.loads(f.read_text()) if f.exists() else dict(configs={}, peak=0.0, wall=0.0)
+    for c in {r.config for r in results}: store['configs'][c] = [asdict(r) for r in results if r.config == c]
+    store['peak'], store['wall'] = max(store['peak'], peak), store['wall'] + wall
+    f.parent.mkdir(exist_ok=True); f.write_text(json.dumps(store, indent=1))
+    merged = [Result(**d) for c in order if c in store['configs'] for d in store['configs'][c]]
+    return merged, store['peak'], store['wall']
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -259,16 +279,20 @@ def main(argv=None):
         results += bench(n, spec, variants, device, repeats, block_s, budget_s, log)
     wall = time.perf_counter() - t_start
     peak = max(peak, matmul_peak(device)[0])  # measured again at the end: the better of the two
-    tab = table(results, peak)
-    print('\n' + tab + f'\n\nwall time {wall:.0f} s, load average {load_average()}')
+    print('\n' + table(results, peak) + f'\n\nwall time {wall:.0f} s, load average {load_average()}')
     if a.quick or a.no_write: return results
     section = f'train-ablation-{device.type}-{"-".join(names)}' if a.ablate else f'train-{device.type}'
+    results, peak, wall = merge(section, results, peak, wall, names if a.ablate else list(CONFIGS))
+    tab = table(results, peak)
     opt = optimised(device, a.compile_mode)
     text = '\n'.join([
         f'## Training step{" — each switch alone on " + ", ".join(names) if a.ablate else ""}, {device.type.upper()}', '',
         f'- machine: {machine(device)}',
         f'- peak for "% of peak": {peak / 1e12:.3f} TFLOP/s, a {peak_what} measured in the same run',
-        f'- command: `{command()}` ({wall / 60:.1f} min; load average at the end {load_average()})',
+        f'- command: `{command()}` (in all {wall / 60:.1f} min of benchmarking; load average at the end {load_average()}); '
+        'configs can be rerun alone with `--configs NAME`: results are kept per config in `benchmarks/results/`',
+        '- a block during which other processes kept the CPU busy more than 10 % of the time (Linux PSI, '
+        '/proc/pressure/cpu) is thrown away and repeated; the share of the kept blocks is shown next to the range',
         f'- plain path: run settings `{plain().run}`, `.item()` on every record value every step, face swap decodes src→dst every step',
         f'- optimised path: run settings `{opt.run}` (RunConfig defaults: precision `{RunConfig().precision}`, '
         f'channels_last `{RunConfig().channels_last}`, compile `{RunConfig().compile}`, fast_optim `{RunConfig().fast_optim}`), '
