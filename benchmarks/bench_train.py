@@ -60,21 +60,15 @@ class Variant:
     item_sync: bool = False                  # read every number of the record with .item() after each step
     full_swap: bool = False                  # face swap: decode src→dst every step (what the model did before)
 
-HAS_NAN_CHECK = 'nan_check_every' in RunConfig.__dataclass_fields__
-ON, OFF = ('on', 'off') if isinstance(RunConfig().channels_last, str) else (True, False)  # 'auto'|'on'|'off', or a bool
-
 def plain() -> Variant:
-    run = dict(precision='fp32', compile=False, channels_last=OFF, fast_optim=False)
-    if HAS_NAN_CHECK: run['nan_check_every'] = 1
+    run = dict(precision='fp32', compile=False, channels_last='off', fast_optim=False, nan_check_every=1)
     return Variant('plain', run, item_sync=True, full_swap=True)
 
 def optimised(device:torch.device, compile_mode:str='default') -> Variant:
-    "RunConfig's defaults for `device` (CUDA: bf16 autocast, channels_last, torch.compile, fused optimisers)."
-    if device.type == 'cuda':
-        run = dict(precision='bf16', channels_last=ON, compile=True, compile_mode=compile_mode, fast_optim=True)
-        if HAS_NAN_CHECK: run['nan_check_every'] = 50
-        return Variant('optimised', run)
-    return Variant('optimised', dict(precision='auto', channels_last=OFF, compile=False, fast_optim=True))  # CPU: see BENCHMARKS.md
+    "RunConfig's defaults (auto precision, channels_last and NaN-guard interval, fused/foreach optimisers), + torch.compile on CUDA."
+    run = dict(precision='auto', channels_last='auto', fast_optim=True, nan_check_every=0, compile=device.type == 'cuda')
+    if device.type == 'cuda': run['compile_mode'] = compile_mode
+    return Variant('optimised', run)
 
 def ablations(device:torch.device, kind:str, compile:bool) -> list[Variant]:
     "Each switch of the optimised path alone, added to the plain path."
@@ -88,8 +82,8 @@ def ablations(device:torch.device, kind:str, compile:bool) -> list[Variant]:
     one('fused/foreach optimiser', fast_optim=True)
     one('no per-step .item()', item_sync=False)
     if kind == 'swap': one('no src→dst in training', full_swap=False)
-    one('channels_last', channels_last=ON)
-    if HAS_NAN_CHECK: one('NaN flags read every 50 steps', nan_check_every=50)
+    one('channels_last', channels_last='on')
+    one('NaN flags read every 50 steps', nan_check_every=50)
     if device.type == 'cuda': one('bf16 autocast', precision='bf16')
     if compile: one('torch.compile', compile=True)
     return out
@@ -182,7 +176,7 @@ def matmul_peak(device:torch.device, trials:int=3) -> tuple:
 class Result:
     config: str; variant: str; batch: int; images: int; times: list
     flops: float = 0.0; peak: float = 0.0; delta: float = 0.0; warmup: float = 0.0
-    contention: float = 0.0; discarded: int = 0; when: str = ''
+    contention: float = 0.0; discarded: int = 0; when: str = ''; command: str = ''
     @property
     def ms(self) -> float: return statistics.median(self.times) * 1e3
     @property
@@ -219,6 +213,7 @@ def bench(name:str, spec:tuple, variants:list, device:torch.device, repeats:int,
     for i, r in enumerate(res):
         r.times = [b[i] for b, _ in kept]
         r.contention, r.discarded, r.when = max(sh for _, sh in kept), len(dirty) if clean else 0, time.strftime('%Y-%m-%d %H:%M')
+        r.command = command()
     log(f'  {name}: {n} step(s) per block × {repeats} repeats: ' + ', '.join(f'{r.variant} {r.ms:.0f} ms' for r in res))
     return res
 
@@ -257,6 +252,7 @@ def main(argv=None):
     ap.add_argument('--budget-seconds', type=float, default=None, help='timed seconds per config at most (CPU 60, CUDA 60)')
     ap.add_argument('--ablate-compile', action='store_true', help='CPU: include torch.compile in --ablate (minutes of compiling)')
     ap.add_argument('--no-write', action='store_true', help='print the tables, leave BENCHMARKS.md alone')
+    ap.add_argument('--report', action='store_true', help='measure nothing: rewrite the section from benchmarks/results/')
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda: no CUDA device here')
@@ -269,16 +265,17 @@ def main(argv=None):
     budget_s = a.budget_seconds or (5.0 if a.quick else 60.0)
     log = lambda s: print(s, flush=True)
     log(f'{machine(device)}; load average {load_average()}')
-    peak, peak_what = matmul_peak(device)
+    peak, peak_what = (0.0, '') if a.report else matmul_peak(device)
+    peak_what = peak_what or ('8192³ bfloat16 matmul' if device.type == 'cuda' else '2048³ float32 matmul')
     log(f'peak: {peak / 1e12:.3f} TFLOP/s ({peak_what})')
     t_start, results = time.perf_counter(), []
-    for n in names:
+    for n in ([] if a.report else names):
         spec = {**CONFIGS, **QUICK}[n]
         comp = device.type == 'cuda' or a.ablate_compile
         variants = [plain()] + (ablations(device, spec[0], comp) if a.ablate else [optimised(device, a.compile_mode)])
         results += bench(n, spec, variants, device, repeats, block_s, budget_s, log)
     wall = time.perf_counter() - t_start
-    peak = max(peak, matmul_peak(device)[0])  # measured again at the end: the better of the two
+    if not a.report: peak = max(peak, matmul_peak(device)[0])  # measured again at the end: the better of the two
     print('\n' + table(results, peak) + f'\n\nwall time {wall:.0f} s, load average {load_average()}')
     if a.quick or a.no_write: return results
     section = f'train-ablation-{device.type}-{"-".join(names)}' if a.ablate else f'train-{device.type}'
@@ -288,9 +285,11 @@ def main(argv=None):
     text = '\n'.join([
         f'## Training step{" — each switch alone on " + ", ".join(names) if a.ablate else ""}, {device.type.upper()}', '',
         f'- machine: {machine(device)}',
-        f'- peak for "% of peak": {peak / 1e12:.3f} TFLOP/s, a {peak_what} measured in the same run',
-        f'- command: `{command()}` (in all {wall / 60:.1f} min of benchmarking; load average at the end {load_average()}); '
-        'configs can be rerun alone with `--configs NAME`: results are kept per config in `benchmarks/results/`',
+        f'- peak for "% of peak": {peak / 1e12:.3f} TFLOP/s, the best {peak_what} measured at the start and end of each run',
+        '- commands (each config keeps the result of the last command that ran it, in `benchmarks/results/`; '
+        f'{wall / 60:.1f} min of benchmarking in all):',
+        *[f'  - `{c}`: {", ".join(r.config for r in results if r.command == c and r.variant == "plain")} '
+          f'({next(r.when for r in results if r.command == c)})' for c in dict.fromkeys(r.command for r in results)],
         '- a block during which other processes kept the CPU busy more than 10 % of the time (Linux PSI, '
         '/proc/pressure/cpu) is thrown away and repeated; the share of the kept blocks is shown next to the range',
         f'- plain path: run settings `{plain().run}`, `.item()` on every record value every step, face swap decodes src→dst every step',

@@ -131,9 +131,10 @@ def run(trainer:Trainer, out, steps:int|None=None, progress:bool=True,
 
 # %% ../nbs/08_cli.ipynb #e1127839
 def demo_config(steps:int=600) -> Config:
-    "The demo's settings: autoencoder + GAN on the built-in faces at 64×64, CPU-sized."
+    "The demo's settings: autoencoder + GAN on the built-in faces at 64×64, DeepFaceLab's DSSIM + MSE, CPU-sized."
     c = Config()
     c.model.update(mode='ae', resolution=64, latent_dim=128, g_width=128, d_width=32)
+    c.loss.update(rec='dssim_mse')
     c.optim.update(lr_g=5e-4, lr_d=2e-4, gan_start_step=min(100, steps // 3))
     c.data.update(batch_size=16)
     c.run.update(steps=steps, preview_every=50)

@@ -13,7 +13,7 @@ import numpy as np, torch, torch.nn as nn
 
 # %% auto #0
 __all__ = ['ConfigError', 'DataError', 'opt', 'Section', 'ModelConfig', 'LossConfig', 'OptimConfig', 'DataConfig', 'RunConfig',
-           'Config', 'set_seed', 'get_device', 'autocast_dtype', 'init_weights']
+           'Config', 'set_seed', 'get_device', 'autocast_dtype', 'use_channels_last', 'init_weights']
 
 # %% ../nbs/00_core.ipynb #fb3db26a
 class ConfigError(ValueError):
@@ -124,7 +124,7 @@ class ModelConfig(Section):
 class LossConfig(Section):
     "Loss terms and their weights."
     _name = 'loss'
-    rec: str = opt('mse', 'reconstruction loss: mse, l1, dssim_mse (DeepFaceLab: 10·DSSIM + 10·MSE)', ('mse', 'l1', 'dssim_mse'))
+    rec: str = opt('mse', 'reconstruction loss: mse, l1, dssim_mse (DeepFaceLab: dssim_weight·DSSIM + mse_weight·MSE; face swap always uses it)', ('mse', 'l1', 'dssim_mse'))
     lambda_rec: float = opt(1.0, 'λ_rec, weight of the reconstruction loss', lo=0)
     lambda_adv: float = opt(0.1, "λ_adv, weight of the generator's adversarial loss (DeepFaceLab's gan_power)", lo=0)
     lambda_perc: float = opt(0.0, 'λ_perc, weight of the VGG16 perceptual loss (0 = off, needs VGG16 weights)', lo=0)
@@ -134,8 +134,8 @@ class LossConfig(Section):
     label_smoothing: float = opt(0.0, 'one-sided label smoothing: real target = 1 - this', lo=0, hi=0.5)
     l2_penalty: float = opt(0.0, 'explicit L2 penalty λ·Σw² on G (and E) weights, logged as l2 (weight decay lives in optim)', lo=0)
     r1_gamma: float = opt(0.0, 'R1 gradient penalty on real images for D (0 = off)', lo=0)
-    dssim_weight: float = opt(10.0, 'swap: DSSIM weight (DeepFaceLab 10)', lo=0)
-    mse_weight: float = opt(10.0, 'swap: MSE weight (DeepFaceLab 10)', lo=0)
+    dssim_weight: float = opt(10.0, 'DSSIM weight in dssim_mse (DeepFaceLab 10)', lo=0)
+    mse_weight: float = opt(10.0, 'MSE weight in dssim_mse (DeepFaceLab 10)', lo=0)
     mask_weight: float = opt(10.0, 'swap: mask MSE weight (DeepFaceLab 10)', lo=0)
     masked_training: bool = opt(True, 'swap: compute reconstruction inside the (blurred) face mask')
     eyes_mouth_priority: bool = opt(False, 'swap: extra weight on eyes and mouth (needs landmarks)')
@@ -178,7 +178,7 @@ class DataConfig(Section):
     src: str | None = opt(None, 'swap: folder of source faces')
     dst: str | None = opt(None, 'swap: folder of destination faces')
     batch_size: int = opt(16, 'images per step', lo=1, hi=4096)
-    workers: int = opt(0, 'data-loader worker processes', lo=0, hi=64)
+    workers: int = opt(0, 'threads that decode a face folder into memory (0 = one per CPU core)', lo=0, hi=64)
     random_warp: bool = opt(True, "DeepFaceLab's random warp of the input (target stays unwarped)")
     warp_cells: int = opt(5, 'random warp grid cells', choices=(3, 5, 9))
     affine: bool = opt(True, 'random rotation ±10°, scale ±15 %, shift ±5 %, shared by input and target')
@@ -195,7 +195,7 @@ class RunConfig(Section):
     seed: int = opt(42, 'random seed', lo=0)
     device: str = opt('auto', 'device: auto, cpu, cuda, mps', ('auto', 'cpu', 'cuda', 'mps'))
     precision: str = opt('auto', 'auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16, fp16', ('auto', 'fp32', 'bf16', 'fp16'))
-    channels_last: bool = opt(False, 'use channels_last memory format (fast on CUDA)')
+    channels_last: str = opt('auto', 'channels_last memory format: auto (on with CUDA, where tensor-core convolutions want it; off on the CPU, where it measured slower), on, off', ('auto', 'on', 'off'))
     compile: bool = opt(False, 'torch.compile the networks')
     compile_mode: str = opt('default', 'torch.compile mode', ('default', 'reduce-overhead', 'max-autotune'))
     fast_optim: bool = opt(True, 'fused Adam/AdamW kernels (foreach for the others); off = the plain per-tensor loop')
@@ -206,6 +206,7 @@ class RunConfig(Section):
     keep_last: int = opt(3, 'rotating checkpoint backups kept', lo=1)
     nan_patience: int = opt(3, 'non-finite steps in a row before restoring the last good state', lo=1)
     snapshot_every: int = opt(100, 'steps between in-memory snapshots of the last good state (for NaN recovery)', lo=1)
+    nan_check_every: int = opt(0, 'steps between host reads of the NaN guard (0 = auto: every step on the CPU, every 50 on a GPU, where a read waits for the device)', lo=0)
     nan_lr_factor: float = opt(1.0, 'LR factor applied after a restore (1 = unchanged)', lo=0, hi=1)
 
 # %% ../nbs/00_core.ipynb #b3219c6d
@@ -293,6 +294,11 @@ def autocast_dtype(precision:str, # run.precision
     "The autocast dtype for `precision` on `device`, or None for plain fp32."
     if precision == 'auto': return torch.bfloat16 if device.type == 'cuda' else None
     return dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[precision]
+
+def use_channels_last(setting:str, # run.channels_last
+                      device:torch.device) -> bool:
+    "Whether `setting` ('auto', 'on', 'off') puts the networks in channels_last memory format on `device`."
+    return setting == 'on' or (setting == 'auto' and device.type == 'cuda')
 
 # %% ../nbs/00_core.ipynb #d94b4943
 _INITS = dict(

@@ -12,15 +12,15 @@ import numpy as np, torch, torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from fastprogress.fastprogress import progress_bar
 import dfl_gan
-from .core import Config, ConfigError, set_seed, get_device, autocast_dtype, init_weights
+from .core import Config, ConfigError, set_seed, get_device, autocast_dtype, use_channels_last, init_weights
 from .data import FaceSet, Batches, demo_faces
 from .augment import Augment
 from .models import build_gan
-from .losses import d_loss, g_adv_loss, d_stats, rec_loss, l2_penalty, r1_penalty, total_loss, PerceptualLoss
+from .losses import d_loss, g_adv_loss, d_stats, rec_loss, dfl_rec_loss, l2_penalty, r1_penalty, total_loss, PerceptualLoss
 
 # %% auto #0
-__all__ = ['History', 'lr_factor', 'AdaBelief', 'make_optimizer', 'step_with_lr_dropout', 'grad_norm', 'Trainer', 'provenance',
-           'atomic_save', 'CheckpointError', 'read_checkpoint']
+__all__ = ['History', 'lr_factor', 'AdaBelief', 'make_optimizer', 'step_with_lr_dropout', 'grad_norm', 'NanGuard', 'Trainer',
+           'provenance', 'atomic_save', 'CheckpointError', 'read_checkpoint']
 
 # %% ../nbs/05_train.ipynb #2f2673f3
 class History:
@@ -80,31 +80,66 @@ def lr_factor(o, # an `OptimConfig`
 # %% ../nbs/05_train.ipynb #64fc129c
 class AdaBelief(torch.optim.Optimizer):
     "AdaBelief (Zhuang et al. 2020) with bias correction and decoupled weight decay."
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
+                 foreach:bool=False, # one multi-tensor kernel per operation over all parameters, instead of a loop over them
+                 ):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
+        self._step_supports_amp_scaling = foreach   # the foreach step reads `grad_scale` / `found_inf` (GradScaler, NaN guard)
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for g in self.param_groups:
-            b1, b2 = g['betas']
-            for p in g['params']:
-                if p.grad is None: continue
+            ps = [p for p in g['params'] if p.grad is not None]
+            for p in ps:
                 st = self.state[p]
-                if not st: st.update(step=0, m=torch.zeros_like(p), s=torch.zeros_like(p))
-                st['step'] += 1; t = st['step']
-                if g['weight_decay']: p.mul_(1 - g['lr'] * g['weight_decay'])
-                st['m'].lerp_(p.grad, 1 - b1)
-                diff = p.grad - st['m']
-                st['s'].mul_(b2).addcmul_(diff, diff, value=1 - b2).add_(g['eps'])
-                denom = (st['s'] / (1 - b2 ** t)).sqrt_().add_(g['eps'])
-                p.addcdiv_(st['m'], denom, value=-g['lr'] / (1 - b1 ** t))
+                if not st: st.update(step=torch.zeros((), device=p.device), m=torch.zeros_like(p), s=torch.zeros_like(p))
+            if not ps: continue
+            if g['foreach']: _adabelief_foreach(ps, [self.state[p] for p in ps], g, getattr(self, 'grad_scale', None),
+                                                getattr(self, 'found_inf', None))
+            else: _adabelief_loop(ps, [self.state[p] for p in ps], g)
         return loss
+
+def _adabelief_loop(ps, states, g):
+    "The plain per-tensor AdaBelief update."
+    b1, b2 = g['betas']
+    for p, st in zip(ps, states):
+        st['step'] += 1; t = float(st['step'])
+        if g['weight_decay']: p.mul_(1 - g['lr'] * g['weight_decay'])
+        st['m'].lerp_(p.grad, 1 - b1)
+        diff = p.grad - st['m']
+        st['s'].mul_(b2).addcmul_(diff, diff, value=1 - b2).add_(g['eps'])
+        denom = (st['s'] / (1 - b2 ** t)).sqrt_().add_(g['eps'])
+        p.addcdiv_(st['m'], denom, value=-g['lr'] / (1 - b1 ** t))
+
+def _adabelief_foreach(ps, states, g, grad_scale=None, found_inf=None):
+    "The same update as `_adabelief_loop` in multi-tensor kernels; `found_inf` = 1 (a device tensor) leaves everything unchanged."
+    b1, b2 = g['betas']; lr, eps, wd = g['lr'], g['eps'], g['weight_decay']
+    grads, ms, ss, steps = [p.grad for p in ps], [s['m'] for s in states], [s['s'] for s in states], [s['step'] for s in states]
+    if grad_scale is not None: grads = torch._foreach_div(grads, grad_scale)
+    k = 1.0   # how much of this step to take: 1, or 0 when found_inf says the gradients are not finite
+    if found_inf is not None:
+        k = 1 - found_inf
+        grads = [torch.where(found_inf.bool(), 0, gr) for gr in grads]   # NaN·0 is NaN: zero the gradients first
+    torch._foreach_add_(steps, k)
+    if wd: torch._foreach_mul_(ps, 1 - lr * wd * k)
+    d = torch._foreach_sub(grads, ms); torch._foreach_mul_(d, (1 - b1) * k); torch._foreach_add_(ms, d)  # m ← lerp(m, g, 1-b1)
+    del d
+    diff = torch._foreach_sub(grads, ms)
+    u = torch._foreach_mul(ss, b2 - 1); torch._foreach_addcmul_(u, diff, diff, value=1 - b2); torch._foreach_add_(u, eps)
+    if found_inf is not None: torch._foreach_mul_(u, k)
+    torch._foreach_add_(ss, u)                                                                             # s ← b2·s + (1-b2)·diff² + ε
+    t = torch._foreach_clamp_min(steps, 1)          # a skipped first step: keep the bias corrections finite
+    bc1, bc2 = torch._foreach_pow(b1, t), torch._foreach_pow(b2, t)
+    torch._foreach_sub_(bc1, 1); torch._foreach_sub_(bc2, 1)                                             # b^t - 1 = -(1 - b^t)
+    denom = torch._foreach_div(ss, bc2); torch._foreach_neg_(denom); torch._foreach_sqrt_(denom); torch._foreach_add_(denom, eps)
+    upd = torch._foreach_div(ms, denom); torch._foreach_div_(upd, bc1); torch._foreach_mul_(upd, lr * k)  # -(-lr/(1-b1^t))
+    torch._foreach_add_(ps, upd)
 
 # %% ../nbs/05_train.ipynb #a9162a4a
 def make_optimizer(params, o, # an `OptimConfig`
                    lr:float,   # starting learning rate
-                   fast:bool=True, # fused Adam/AdamW, foreach RMSprop; False: the plain per-tensor loop
+                   fast:bool=True, # fused Adam/AdamW, foreach RMSprop and AdaBelief; False: the plain per-tensor loop
                    ):
     "The optimiser named by `o.optimizer` over `params`."
     kw = dict(lr=lr, weight_decay=o.weight_decay)
@@ -112,7 +147,7 @@ def make_optimizer(params, o, # an `OptimConfig`
         cls = torch.optim.AdamW if o.optimizer == 'adamw' else torch.optim.Adam
         return cls(params, betas=(o.beta1, o.beta2), fused=fast or None, foreach=None if fast else False, **kw)
     if o.optimizer == 'rmsprop': return torch.optim.RMSprop(params, foreach=fast, **kw)
-    return AdaBelief(params, betas=(o.beta1, o.beta2), **kw)
+    return AdaBelief(params, betas=(o.beta1, o.beta2), foreach=fast, **kw)
 
 # %% ../nbs/05_train.ipynb #aa0d30c9
 def step_with_lr_dropout(opt:torch.optim.Optimizer, keep:float):
@@ -129,6 +164,28 @@ def grad_norm(params) -> torch.Tensor:
     "Global L2 norm of the gradients of `params` (a 0-d tensor, no host sync)."
     gs = [p.grad for p in params if p.grad is not None]
     return torch.nn.utils.get_total_norm(gs) if gs else torch.zeros(())
+
+# %% ../nbs/05_train.ipynb #fcdc364d
+class NanGuard:
+    "Finite-flags of a trainer's updates, kept on the device until `read` fetches all of them with one host sync."
+    def __init__(self): self._step, self._pending = [], []
+
+    def add(self, key:str, ok:torch.Tensor):
+        "Record that update `key` of the current step was finite (`ok`, a 0-d bool tensor) or skipped."
+        self._step.append((key, ok))
+
+    def finish_step(self, step:int):
+        "Close step `step`; returns its `finite` flag as a 0-d float tensor (1 = every update applied), or 1.0 without updates."
+        oks, self._step = self._step, []
+        self._pending.append((step, oks))
+        return torch.stack([ok for _, ok in oks]).all().float() if oks else 1.0
+
+    def read(self) -> list:
+        "[(step, names of skipped updates)] for every step since the last read."
+        pending, self._pending = self._pending, []
+        flat = [ok for _, oks in pending for _, ok in oks]
+        vals = iter(torch.stack(flat).tolist() if flat else [])
+        return [(step, [k for k, _ in oks if not next(vals)]) for step, oks in pending]
 
 # %% ../nbs/05_train.ipynb #1a0067f4
 class Trainer:
@@ -152,13 +209,13 @@ class Trainer:
         self.augment = Augment(cfg.data)
         self.batches = self.make_batches()
         self.fixed = self.preview_batch()
-        self._bad, self._bad_streak, self._good = [], 0, self._snapshot()
+        self.guard, self._bad_streak, self._good = NanGuard(), 0, self._snapshot()
 
     # --- construction -------------------------------------------------------------------------------------------
     def _data(self, data):
         if data is not None: return data
         d = self.cfg.data
-        return FaceSet(d.path, self.cfg.model.resolution) if d.path else demo_faces(self.cfg.model.resolution)
+        return FaceSet(d.path, self.cfg.model.resolution, workers=d.workers) if d.path else demo_faces(self.cfg.model.resolution)
 
     def build_nets(self) -> dict:
         "The networks by name; `G` (and `E`) are the generator side, `D` the discriminator."
@@ -184,7 +241,7 @@ class Trainer:
     def _place_nets(self):
         "Move the networks to the device (channels_last if asked) and compile them in place if asked."
         r = self.cfg.run
-        fmt = torch.channels_last if r.channels_last else torch.preserve_format
+        fmt = torch.channels_last if use_channels_last(r.channels_last, self.device) else torch.preserve_format
         if self.device.type == 'cuda' and not r.deterministic: torch.backends.cudnn.benchmark = True
         for n in self.nets.values():
             n.to(self.device, memory_format=fmt)
@@ -219,9 +276,15 @@ class Trainer:
             return dict(real=real, fake=G(z), terms={})
         a = self.augment(batch['image'], batch['mask'])
         fake = G(self.nets['E'](a['input']))
-        terms = dict(rec=rec_loss(fake, a['target'], 'l1' if cfg.loss.rec == 'l1' else 'mse'))
+        terms = dict(rec=self.rec_term(fake, a['target']))
         if self.perc is not None and cfg.loss.lambda_perc > 0: terms['perc'] = self.perc(fake, a['target'])
         return dict(real=a['target'], fake=fake, terms=terms)
+
+    def rec_term(self, fake, target) -> torch.Tensor:
+        "The reconstruction loss `loss.rec`: MSE, L1, or DeepFaceLab's dssim_weight·DSSIM + mse_weight·MSE."
+        l = self.cfg.loss
+        if l.rec != 'dssim_mse': return rec_loss(fake, target, l.rec)
+        return dfl_rec_loss(fake.float(), target.float(), dssim_weight=l.dssim_weight, mse_weight=l.mse_weight)
 
     def loss_weights(self, gan_on:bool) -> dict:
         "λ for every generator term, read from the config at every step (so knobs act at once)."
@@ -252,25 +315,22 @@ class Trainer:
         return dict(d_loss=loss.detach().float(), r1=r1.detach().float(), gn_d=gn, **d_stats(lr_, lf))
 
     def _update(self, key:str, loss:torch.Tensor, params:list) -> torch.Tensor:
-        "Backward `loss` and step optimiser `key`, unless the loss or the gradients are not finite; returns the grad norm."
-        opt = self.opts[key]
+        "Backward `loss` and step optimiser `key`; an update whose loss or gradients are not finite changes nothing. Returns the grad norm."
+        opt, o = self.opts[key], self.cfg.optim
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
         gn = grad_norm(params)
-        if not self.scaler.is_enabled() and not bool(torch.isfinite(loss) & torch.isfinite(gn)):  # the NaN guard's one sync
-            opt.zero_grad(set_to_none=True); self._bad.append(key)
-            return gn
-        self._clip(params)
-        self._opt_step(opt)
+        if o.clip_grad > 0: torch.nn.utils.clip_grads_with_norm_(params, o.clip_grad, gn)
+        if self.scaler.is_enabled(): self.scaler.step(opt); return gn   # fp16: the scaler skips inf/NaN steps and lowers its scale
+        ok = torch.isfinite(loss) & torch.isfinite(gn)
+        self.guard.add(key, ok)
+        if getattr(opt, '_step_supports_amp_scaling', False):   # fused Adam/AdamW, foreach AdaBelief: skipped on the device
+            opt.found_inf = (~ok).float()
+            try: step_with_lr_dropout(opt, o.lr_dropout)
+            finally: del opt.found_inf
+        elif bool(ok): step_with_lr_dropout(opt, o.lr_dropout)   # per-tensor optimisers: the host decides (one sync)
         return gn
-
-    def _clip(self, params):
-        if self.cfg.optim.clip_grad > 0: torch.nn.utils.clip_grad_norm_(list(params), self.cfg.optim.clip_grad)
-
-    def _opt_step(self, opt):
-        if self.scaler.is_enabled(): self.scaler.step(opt)
-        else: step_with_lr_dropout(opt, self.cfg.optim.lr_dropout)
 
     def _d_should_update(self) -> bool:
         "Balance strategy: fixed always updates; adaptive rests D while its last accuracy is above the threshold."
@@ -283,7 +343,7 @@ class Trainer:
         "One training step: forward, D update(s) on the detached fake, G update; returns the step's record."
         with self.lock:
             cfg, dev = self.cfg, self.device
-            f, self._bad = self._set_lrs(), []
+            f = self._set_lrs()
             for n in self.nets.values(): n.train()
             gan_on = self.gan_active()
             with self._autocast(): out = self.forward(next(self.batches))
@@ -298,8 +358,8 @@ class Trainer:
             rec.update({k: v.detach().float() for k, v in out.get('logs', {}).items()})
             rec.update(step=self.step_count, lr_g=cfg.optim.lr_g * f, lr_d=cfg.optim.lr_d * f,
                        d_updated=float(d_updated), gan_on=float(gan_on))
-            rec['finite'] = float(not self._bad)
-            self._after_update()
+            rec['finite'] = self.guard.finish_step(self.step_count)
+            self._read_guard()
             if self.ema is not None: self.ema.update_parameters(self.nets['G'])
             self.step_count += 1
             self.history.append(rec)
@@ -312,17 +372,22 @@ class Trainer:
         return dict(step=self.step_count, nets={k: cpu(n.state_dict()) for k, n in self.nets.items()},
                     opts={k: copy.deepcopy(o.state_dict()) for k, o in self.opts.items()})
 
-    def _after_update(self):
-        "Count non-finite steps; after `run.nan_patience` in a row, restore the last good state (and lower the LRs)."
+    def nan_check_every(self) -> int:
+        "Steps between reads of the NaN guard: `run.nan_check_every`, or 1 on the CPU and 50 on a GPU when it is 0."
+        return self.cfg.run.nan_check_every or (1 if self.device.type == 'cpu' else 50)
+
+    def _read_guard(self, force:bool=False):
+        "Every `nan_check_every()` steps: warn about skipped updates; after `run.nan_patience` bad steps in a row, restore the last good state."
+        if not force and (self.step_count + 1) % self.nan_check_every(): return
         r = self.cfg.run
-        if not self._bad:
-            self._bad_streak = 0
-            if self.step_count % r.snapshot_every == 0: self._good = self._snapshot()
-            return
-        self._bad_streak += 1
-        self.history.add_event(self.step_count, 'nonfinite', parts=list(self._bad), streak=self._bad_streak)
-        warnings.warn(f'step {self.step_count}: non-finite loss or gradients in {self._bad}; update skipped ({self._bad_streak} in a row)')
-        if self._bad_streak >= r.nan_patience: self._restore()
+        for step, bad in self.guard.read():
+            if not bad: self._bad_streak = 0; continue
+            self._bad_streak += 1
+            self.history.add_event(step, 'nonfinite', parts=bad, streak=self._bad_streak)
+            warnings.warn(f'step {step}: non-finite loss or gradients in {bad}; update skipped ({self._bad_streak} in a row)')
+            if self._bad_streak >= r.nan_patience: self._restore()
+        if not force and self._bad_streak == 0 and self.step_count - self._good['step'] >= r.snapshot_every:
+            self._good = self._snapshot()
 
     def _restore(self):
         g, r = self._good, self.cfg.run
@@ -374,6 +439,7 @@ class Trainer:
         for _ in it:
             rec = self.step()
             for cb in cbs: cb(self, rec)
+        with self.lock: self._read_guard(force=True)
         return self.history
 
     def set(self, name:str, value):
@@ -434,6 +500,7 @@ def _set_rng_state(d:dict):
 # %% ../nbs/05_train.ipynb #127003cd
 @torch.no_grad()
 def _trainer_state(self) -> dict:
+    self._read_guard(force=True)   # the checkpoint carries every nonfinite event so far
     return dict(format='dfl_gan-checkpoint-1', step=self.step_count, config=self.cfg.to_dict(),
                 nets={k: v.state_dict() for k, v in self.nets.items()},
                 optim={k: o.state_dict() for k, o in self.opts.items()},
@@ -477,7 +544,7 @@ def _load_state(self, ck:dict, path='checkpoint'):
         self.history.load_state_dict(ck['history'])
         self.step_count = ck['step']
         _set_rng_state(ck['rng'])
-        self._good, self._bad_streak = self._snapshot(), 0
+        self.guard, self._good, self._bad_streak = NanGuard(), self._snapshot(), 0
     return self
 
 @classmethod

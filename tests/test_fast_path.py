@@ -1,15 +1,13 @@
 "The fast training path's switches: each one changes speed, not results, and is really switched on."
 import warnings
 import pytest, torch, torch.nn as nn
-from dfl_gan.core import Config, RunConfig
+from dfl_gan.core import Config
 from dfl_gan.data import FaceSet, Batches, demo_faces
 from dfl_gan.swap import SwapTrainer, swap_config
 from dfl_gan.train import Trainer, make_optimizer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-HAS_NAN_CHECK = 'nan_check_every' in RunConfig.__dataclass_fields__
-ON, OFF = ('on', 'off') if isinstance(RunConfig().channels_last, str) else (True, False)  # run.channels_last: 'auto'|'on'|'off' (or a bool)
-PLAIN = {'run.precision': 'fp32', 'run.compile': False, 'run.channels_last': OFF, 'run.fast_optim': False}
+PLAIN = {'run.precision': 'fp32', 'run.compile': False, 'run.channels_last': 'off', 'run.fast_optim': False}
 LOSSES = ('rec', 'd_loss', 'g_adv', 'g_total', 'gn_g', 'gn_d')
 
 def tiny(**kw) -> Config:
@@ -34,8 +32,8 @@ def close(a, b, cols=LOSSES, rtol=1e-4):
 def faces(): return demo_faces(32)
 
 # --- the switches do not change the numbers ------------------------------------------------------------------------
-@pytest.mark.parametrize('switch', [{'run.fast_optim': True}, {'run.channels_last': ON},
-                                    {'run.fast_optim': True, 'run.channels_last': ON}])
+@pytest.mark.parametrize('switch', [{'run.fast_optim': True}, {'run.channels_last': 'on'},
+                                    {'run.fast_optim': True, 'run.channels_last': 'on'}])
 @pytest.mark.parametrize('optimizer', ['adam', 'adamw', 'rmsprop', 'adabelief'])
 def test_switch_keeps_losses(faces, switch, optimizer):
     plain = history(tiny(**PLAIN, **{'optim.optimizer': optimizer}), data=faces)
@@ -91,8 +89,10 @@ def test_fused_optimisers_when_fast(faces):
     fast, plain = Trainer(tiny(**{'run.fast_optim': True}), faces), Trainer(tiny(**PLAIN), faces)
     for o in fast.opts.values(): assert o.defaults['fused'] is True
     for o in plain.opts.values(): assert not o.defaults['fused'] and o.defaults['foreach'] is False
-    o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': 'rmsprop'}).optim, 1e-3, fast=True)
-    assert o.defaults['foreach'] is True
+    for name in ('rmsprop', 'adabelief'):
+        fast_o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': name}).optim, 1e-3, fast=True)
+        plain_o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': name}).optim, 1e-3, fast=False)
+        assert fast_o.defaults['foreach'] is True and plain_o.defaults['foreach'] is False
     o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': 'adamw'}).optim, 1e-3, fast=False)
     assert not o.defaults['fused'] and o.defaults['foreach'] is False
 
@@ -106,7 +106,7 @@ def test_fused_adam_skips_on_found_inf():
     assert w.detach().lt(1).all() and o.state[w]['step'].item() == 1
 
 def test_channels_last_params_and_activations(faces):
-    t = Trainer(tiny(**{'run.channels_last': ON, 'model.discriminator': 'unet'}), faces)
+    t = Trainer(tiny(**{'run.channels_last': 'on', 'model.discriminator': 'unet'}), faces)
     convs = [m for n in t.nets.values() for m in n.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     outs = []
@@ -114,7 +114,7 @@ def test_channels_last_params_and_activations(faces):
     t.step()
     for h in hooks: h.remove()
     assert outs and all(o.is_contiguous(memory_format=torch.channels_last) for o in outs)
-    nchw = Trainer(tiny(**{'run.channels_last': OFF}), faces)
+    nchw = Trainer(tiny(), faces)   # 'auto' on the CPU: NCHW
     assert not nchw.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)
 
 def test_compile_matches_eager(faces):
@@ -138,14 +138,34 @@ def test_record_is_device_tensors_read_in_bulk(faces):
     assert all(torch.is_tensor(rec[k]) for k in LOSSES)
     assert isinstance(t.history.rows[0]['rec'], float)
 
-@pytest.mark.skipif(not HAS_NAN_CHECK, reason='run.nan_check_every (device-side NaN guard) not in this version')
 def test_device_nan_guard_reads_flags_every_k_steps(faces):
+    "With K = 4 the flags stay on the device for 4 steps, then one read fetches them; K = 1 reads every step."
     t = Trainer(tiny(**{'run.nan_check_every': 4}), faces)
     for _ in range(3): t.step()
-    assert len(t._flags) == 6 and all(torch.is_tensor(f) for *_, f in t._flags)   # D and G, 3 steps, unread
-    t.step(); assert t._flags == []                                                # read at the 4th step
+    assert len(t.guard._pending) == 3 and all(torch.is_tensor(ok) for _, oks in t.guard._pending for _, ok in oks)
+    t.step(); assert t.guard._pending == []                                   # read at the 4th step
     h = Trainer(tiny(**{'run.nan_check_every': 1}), faces); h.step()
-    assert h._flags == [] and isinstance(h.history.rows[0]['finite'], float)
+    assert h.guard._pending == [] and isinstance(h.history.rows[0]['finite'], float)
+    assert Trainer(tiny(), faces).nan_check_every() == 1                      # auto on the CPU
+
+@pytest.mark.parametrize('optimizer', ['adam', 'adabelief', 'rmsprop'])
+def test_nan_steps_skipped_with_every_optimiser(faces, optimizer):
+    "A poisoned step changes no weight and no optimiser state, whether the skip is decided on the device or the host."
+    t = Trainer(tiny(**{'optim.optimizer': optimizer, 'run.nan_check_every': 4, 'run.nan_patience': 10}), faces)
+    t.fit(2, progress=False)
+    w0 = {k: v.clone() for k, v in t.nets['G'].state_dict().items()}
+    state = lambda: {(i, k): v.clone() for i, s in enumerate(t.opt_g.state.values()) for k, v in s.items() if torch.is_tensor(v)}
+    st0 = state()
+    hook = t.nets['G'].register_forward_hook(lambda m, i, o: o * float('nan'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); t.fit(2, progress=False)
+    hook.remove()
+    assert all(torch.equal(v, w0[k]) for k, v in t.nets['G'].state_dict().items())
+    st1 = state()
+    assert st1.keys() == st0.keys() and all(torch.equal(v, st0[k]) for k, v in st1.items())
+    assert [e['step'] for e in t.history.events if e['kind'] == 'nonfinite'] == [2, 3]
+    t.fit(1, progress=False)
+    assert not torch.equal(t.nets['G'].out.weight, w0['out.weight'])          # and training goes on afterwards
 
 # --- CUDA-only switches -----------------------------------------------------------------------------------------------
 @cuda
@@ -153,7 +173,7 @@ def test_bf16_autocast_and_cudnn_benchmark(faces):
     torch.backends.cudnn.benchmark = False
     t = Trainer(tiny(**{'run.device': 'cuda'}), faces)
     assert t.amp_dtype == torch.bfloat16 and torch.backends.cudnn.benchmark
-    if ON == 'on': assert t.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)   # 'auto' → on with CUDA
+    assert t.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)   # 'auto' → on with CUDA
     seen = []
     h = t.nets['G'].out.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     t.fit(3, progress=False); h.remove()
@@ -171,7 +191,7 @@ def test_fp16_gradscaler(faces):
 @cuda
 def test_channels_last_compile_cuda(faces):
     eager = history(tiny(**{'run.device': 'cuda', 'run.precision': 'fp32'}), data=faces)
-    fast = history(tiny(**{'run.device': 'cuda', 'run.precision': 'fp32', 'run.channels_last': ON, 'run.compile': True}), data=faces)
+    fast = history(tiny(**{'run.device': 'cuda', 'run.precision': 'fp32', 'run.channels_last': 'on', 'run.compile': True}), data=faces)
     close(eager, fast, cols=('rec', 'g_total'), rtol=1e-2)
 
 @cuda
