@@ -110,8 +110,10 @@ def _forward(self, batch:dict) -> dict:
     side = lambda p, pm, a: _side_loss(self, p, pm, a['target'], a['target_mask'][:, :1],
                                        a['target_mask'][:, 1:] if self.cfg.loss.eyes_mouth_priority else None)
     ls, ps, (fake, real) = side(out['src_src'], out['src_src_mask'], a_src)
-    ld, pd, _ = side(out['dst_dst'], out['dst_dst_mask'], a_dst)
+    ld, pd, (fake_d, real_d) = side(out['dst_dst'], out['dst_dst_mask'], a_dst)
     terms = dict(rec=ls + ld)
+    if self.perc is not None and self.cfg.loss.lambda_perc > 0:   # optional VGG16 term on both masked faces, one VGG pass
+        terms['perc'] = self.perc(torch.cat([fake, fake_d]), torch.cat([real, real_d]))
     logs = dict(src_dssim=ps['dssim'], src_mse=ps['mse'], dst_dssim=pd['dssim'], dst_mse=pd['mse'], mask=ps['mask'] + pd['mask'])
     return dict(real=real, fake=fake, terms=terms, logs=logs, codes=(out['src_code'], out['dst_code']))
 
@@ -130,7 +132,7 @@ def _extra_updates(self, out:dict) -> dict:
 
 def _loss_weights(self, gan_on:bool) -> dict:
     l = self.cfg.loss
-    return dict(rec=l.lambda_rec, adv=l.lambda_adv if gan_on else 0.0,
+    return dict(rec=l.lambda_rec, perc=l.lambda_perc, adv=l.lambda_adv if gan_on else 0.0,
                 true_face=0.0 if self.cfg.run.pretrain else l.true_face_power, l2=l.l2_penalty)
 
 def _gan_active(self) -> bool: return Trainer.gan_active(self) and not self.cfg.run.pretrain

@@ -81,10 +81,13 @@ def lr_factor(o, # an `OptimConfig`
 class AdaBelief(torch.optim.Optimizer):
     "AdaBelief (Zhuang et al. 2020) with bias correction and decoupled weight decay."
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
-                 foreach:bool=False, # one multi-tensor kernel per operation over all parameters, instead of a loop over them
+                 foreach:bool|None=None, # multi-tensor kernels over all parameters; None: when they are all on CUDA
                  ):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
-        self._step_supports_amp_scaling = foreach   # the foreach step reads `grad_scale` / `found_inf` (GradScaler, NaN guard)
+        for g in self.param_groups:
+            if g['foreach'] is None: g['foreach'] = all(p.is_cuda for p in g['params'])
+        # the foreach step reads `grad_scale` / `found_inf` (GradScaler, the NaN guard)
+        self._step_supports_amp_scaling = all(g['foreach'] for g in self.param_groups)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -139,15 +142,16 @@ def _adabelief_foreach(ps, states, g, grad_scale=None, found_inf=None):
 # %% ../nbs/05_train.ipynb #a9162a4a
 def make_optimizer(params, o, # an `OptimConfig`
                    lr:float,   # starting learning rate
-                   fast:bool=True, # fused Adam/AdamW, foreach RMSprop and AdaBelief; False: the plain per-tensor loop
+                   fast:bool=True, # fused Adam/AdamW; foreach RMSprop and AdaBelief on CUDA; False: the plain per-tensor loop
                    ):
     "The optimiser named by `o.optimizer` over `params`."
     kw = dict(lr=lr, weight_decay=o.weight_decay)
     if o.optimizer in ('adam', 'adamw'):
         cls = torch.optim.AdamW if o.optimizer == 'adamw' else torch.optim.Adam
         return cls(params, betas=(o.beta1, o.beta2), fused=fast or None, foreach=None if fast else False, **kw)
-    if o.optimizer == 'rmsprop': return torch.optim.RMSprop(params, foreach=fast, **kw)
-    return AdaBelief(params, betas=(o.beta1, o.beta2), foreach=fast, **kw)
+    foreach = None if fast else False   # None: torch's rule, multi-tensor kernels where the parameters are on CUDA
+    if o.optimizer == 'rmsprop': return torch.optim.RMSprop(params, foreach=foreach, **kw)
+    return AdaBelief(params, betas=(o.beta1, o.beta2), foreach=foreach, **kw)
 
 # %% ../nbs/05_train.ipynb #aa0d30c9
 def step_with_lr_dropout(opt:torch.optim.Optimizer, keep:float):

@@ -44,7 +44,7 @@ class TrainingPanel:
     "Step, run, pause, stop and steer a `Trainer` from a notebook, with live plots and previews."
     def __init__(self, trainer,            # a `dfl_gan.train.Trainer`
                  plot_every:float=1.0,     # shortest time in seconds between plot redraws during a run
-                 max_overhead:float=0.03,  # redrawing may take at most this fraction of a run's time
+                 max_overhead:float=0.02,  # redrawing may take at most this fraction of a run's time
                  knobs:dict|None=None,     # dotted setting → label (default `KNOBS`)
                  max_previews:int=200,     # previews kept for browsing; the oldest are dropped
                  ):
@@ -53,7 +53,7 @@ class TrainingPanel:
         self._fig, self._thread, self._running = None, None, False
         self._draw, self._events_lock = threading.Lock(), threading.Lock()
         self._stop, self._go = threading.Event(), threading.Event()
-        self._next_plot = self._next_label = 0.0
+        self._next_plot = self._next_label = self._draw_cost = 0.0
         self._seen_events, self._checked_rows, self._last_preview = len(trainer.history.events), 0, None
         self._build_controls(); self._build_knobs(knobs or KNOBS); self._build_views()
         self.root = W.VBox([self.controls, self.knob_box, self.view_controls, self.views, self.status, self.log]
@@ -164,8 +164,13 @@ def refresh(self:TrainingPanel):
                                  log=self.log_scale.value, window=max(0, self.window.value))
         self.plot.value = figure_png(self._fig)
         self._check_rows(); self._check_events(); self._show_status(); self._show_counter(); self._sync_knobs()
-        cost = time.perf_counter() - t0
-        self._next_plot = time.perf_counter() + max(self.plot_every, cost / self.max_overhead)
+        self._draw_cost = time.perf_counter() - t0
+        self._schedule_plot()
+
+@patch
+def _schedule_plot(self:TrainingPanel):
+    "The next redraw of a run: `plot_every` seconds from now, or later if the last redraw was slow (see `max_overhead`)."
+    self._next_plot = time.perf_counter() + max(self.plot_every, self._draw_cost / self.max_overhead)
 
 @patch
 def _changed(self:TrainingPanel):
@@ -245,6 +250,7 @@ def run(self:TrainingPanel, n:int, # steps to train
     if self.running: self.say('already running', error=True); return None
     if n < 1: self.say(f'nothing to run: N = {n}', error=True); return None
     self._stop.clear(); self._go.set(); self._set_running(True)
+    self._schedule_plot()   # the panel shows the state the run starts from: the first redraw waits like the others
     target = self.trainer.step_count + n
     if block: self._loop(target, block=True); return None
     self._thread = threading.Thread(target=self._loop, args=(target,), daemon=True, name='dfl_gan-panel')

@@ -89,10 +89,11 @@ def test_fused_optimisers_when_fast(faces):
     fast, plain = Trainer(tiny(**{'run.fast_optim': True}), faces), Trainer(tiny(**PLAIN), faces)
     for o in fast.opts.values(): assert o.defaults['fused'] is True
     for o in plain.opts.values(): assert not o.defaults['fused'] and o.defaults['foreach'] is False
-    for name in ('rmsprop', 'adabelief'):
+    for name in ('rmsprop', 'adabelief'):   # foreach: torch's rule (CUDA parameters only), never on the plain path
         fast_o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': name}).optim, 1e-3, fast=True)
         plain_o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': name}).optim, 1e-3, fast=False)
-        assert fast_o.defaults['foreach'] is True and plain_o.defaults['foreach'] is False
+        assert fast_o.defaults['foreach'] is None and plain_o.defaults['foreach'] is False
+    assert not make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': 'adabelief'}).optim, 1e-3).param_groups[0]['foreach']
     o = make_optimizer([nn.Parameter(torch.ones(2))], tiny(**{'optim.optimizer': 'adamw'}).optim, 1e-3, fast=False)
     assert not o.defaults['fused'] and o.defaults['foreach'] is False
 
@@ -180,6 +181,15 @@ def test_bf16_autocast_and_cudnn_benchmark(faces):
     assert seen[0] == torch.bfloat16
     ref = history(tiny(**{'run.device': 'cuda', 'run.precision': 'fp32'}), data=faces)
     close(ref, t, cols=('rec',), rtol=5e-2)
+
+@cuda
+def test_cuda_swap_uses_foreach_adabelief_and_the_device_nan_guard(blobs):
+    src, dst = blobs
+    t = SwapTrainer(swap_cfg(**{'run.device': 'cuda'}), src=src, dst=dst)
+    assert t.cfg.optim.optimizer == 'adabelief' and t.nan_check_every() == 50
+    assert all(o._step_supports_amp_scaling and all(g['foreach'] for g in o.param_groups) for o in t.opts.values())
+    t.fit(3, progress=False)
+    assert all(torch.isfinite(torch.tensor(t.history.column('g_total')))) and t.history.column('finite').tolist() == [1, 1, 1]
 
 @cuda
 def test_fp16_gradscaler(faces):
