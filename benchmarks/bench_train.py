@@ -117,27 +117,20 @@ def faces(kind:str, res:int):
             _DATA[key] = (mk(), mk())
     return _DATA[key]
 
-def configure(c:Config, over:dict) -> Config:
-    "Apply dotted overrides section by section (so that fields checked together, like perc layers and weights, are set together)."
-    by = {}
-    for k, x in over.items(): sec, _, key = k.partition('.'); by.setdefault(sec, {})[key] = x
-    for sec, kw in by.items(): getattr(c, sec).update(**kw)
-    return c
-
 def build(name:str, spec:tuple, v:Variant, device:torch.device):
     kind, res, over, b_cpu, b_cuda = spec
     over = {'model.resolution': res, 'data.batch_size': b_cuda if device.type == 'cuda' else b_cpu,
             'run.device': device.type, **over, **{f'run.{k}': x for k, x in v.run.items()}}
     if 'loss.lambda_perc' in over: over['loss.vgg_weights'] = vgg_weights()
     if kind == 'swap':
-        c = configure(swap_config(), {'model.discriminator': 'unet', 'loss.lambda_adv': 0.1, **over})
+        c = swap_config(**{'model.discriminator': 'unet', 'loss.lambda_adv': 0.1, **over})
         src, dst = faces(kind, res)
         t = SwapTrainer(c, src=src, dst=dst)
         if v.full_swap:
             G = t.nets['G']; fwd = G.forward
             G.forward = lambda s, d, swap=True: fwd(s, d, swap=True)
         return t
-    return Trainer(configure(Config(), {'model.mode': kind, **over}), faces(kind, res))
+    return Trainer(Config().set_many({'model.mode': kind, **over}), faces(kind, res))
 
 def images_per_step(t) -> int:
     "Faces that go through the generator per step (swap: the src and the dst batch)."

@@ -243,6 +243,14 @@ class Config:
         except json.JSONDecodeError as e: raise ConfigError(f'{p or "config"} is not valid JSON: {e}') from None
         return cls.from_dict(d)
 
+    def set_many(self, values:dict):
+        "Set dotted fields section by section, so that fields checked together (perceptual layers and their weights) change together."
+        by = {}
+        for name, v in values.items():
+            sec, key = _split(name); by.setdefault(sec, {})[key] = v
+        for sec, kw in by.items(): getattr(self, sec).update(**kw)
+        return self
+
     def get(self, name:str):
         "Value of a dotted field such as `loss.lambda_adv`."
         sec, key = _split(name)

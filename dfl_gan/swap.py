@@ -25,8 +25,7 @@ def swap_config(**kw) -> Config:
     c.loss.update(rec='dssim_mse', lambda_adv=0.0)
     c.optim.update(optimizer='adabelief', lr_g=5e-5, lr_d=5e-5, beta1=0.9, clip_grad=1.0)
     c.data.update(batch_size=8)
-    for k, v in kw.items(): c.set(k, v)
-    return c
+    return c.set_many(kw)
 
 # %% ../nbs/05a_swap.ipynb #fdfa2228
 class WithEyesMouth:
