@@ -68,7 +68,8 @@ def main(argv=None):
     log(f'{n} steps: without {med["without"]:.1f} s, with panel {med["panel"]:.1f} s → {100 * extra:+.1f} % '
         f'({len(panel.previews)} previews taken in all); time inside the panel {100 * own:.1f} % '
         + str({k: round(v, 2) for k, v in spent.items()}))
-    if a.quick or a.no_write: return extra
+    result = dict(extra=extra, own=own, spent=spent, previews=len(panel.previews))
+    if a.quick or a.no_write: return result
     text = '\n'.join([
         f'## Training panel overhead, {a.device.upper()}', '',
         f'- machine: {machine(dev)}',
@@ -87,6 +88,6 @@ def main(argv=None):
         f'c / {panel.max_overhead} before the next, and a run starts without one), so '
         'its share does not grow with the length of the run; the rest is the previews and the redraw at the end of each run.', ''])
     log(f'wrote section panel-{a.device} of {write_section(f"panel-{a.device}", text)}')
-    return extra
+    return result
 
 if __name__ == '__main__': main()

@@ -198,7 +198,7 @@ class RunConfig(Section):
     channels_last: str = opt('auto', 'channels_last memory format: auto (on with CUDA, where tensor-core convolutions want it; off on the CPU, where it measured slower), on, off', ('auto', 'on', 'off'))
     compile: bool = opt(False, 'torch.compile the networks')
     compile_mode: str = opt('default', 'torch.compile mode', ('default', 'reduce-overhead', 'max-autotune'))
-    fast_optim: bool = opt(True, 'fused Adam/AdamW kernels (foreach for the others); off = the plain per-tensor loop')
+    fast_optim: bool = opt(True, 'fused Adam/AdamW kernels, multi-tensor (foreach) AdaBelief/RMSprop on CUDA; off = the plain per-tensor loop')
     deterministic: bool = opt(False, 'deterministic algorithms (exact resume on CPU)')
     pretrain: bool = opt(False, 'swap: pretrain on one faceset (src is used as dst too), GAN and true face off')
     preview_every: int = opt(100, 'steps between preview snapshots', lo=1)

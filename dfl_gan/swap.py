@@ -130,9 +130,8 @@ def _extra_updates(self, out:dict) -> dict:
     return dict(code_d=loss.detach().float())
 
 def _loss_weights(self, gan_on:bool) -> dict:
-    l = self.cfg.loss
-    return dict(rec=l.lambda_rec, perc=l.lambda_perc, adv=l.lambda_adv if gan_on else 0.0,
-                true_face=0.0 if self.cfg.run.pretrain else l.true_face_power, l2=l.l2_penalty)
+    "The trainer's weights, plus the true-face term (off while pretraining)."
+    return Trainer.loss_weights(self, gan_on) | dict(true_face=0.0 if self.cfg.run.pretrain else self.cfg.loss.true_face_power)
 
 def _gan_active(self) -> bool: return Trainer.gan_active(self) and not self.cfg.run.pretrain
 
