@@ -1,6 +1,6 @@
 "Shared helpers of the benchmark scripts: machine description, peak memory, and writing a section of BENCHMARKS.md."
 from __future__ import annotations
-import ctypes, os, platform, re, shlex, subprocess, sys, threading, time
+import ctypes, os, platform, re, shlex, sys, threading, time
 from pathlib import Path
 import torch
 

@@ -20,9 +20,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, load_average, machine, md_table, sync, write_section
 from dfl_gan.augment import Augment
-from dfl_gan.core import DataConfig
+from dfl_gan.core import Config, DataConfig
 from dfl_gan.data import Batches, FaceSet, write_dfl_metadata
-from dfl_gan.swap import SwapTrainer, swap_config
+from dfl_gan.train import Trainer
 
 DEV_FACES = Path('/work/shared/data/faces-dev')
 
@@ -61,12 +61,12 @@ def loader_rate(fs:FaceSet, batch:int, device, swap:bool, seconds:float) -> floa
 
 def step_rate(fs:FaceSet, batch:int, device, steps:int) -> tuple:
     "(images/s, s/step) of the optimised liae-ud 128 training step (GAN on), src and dst from `fs`."
-    c = swap_config(**{'model.resolution': fs.resolution, 'data.batch_size': batch, 'loss.lambda_adv': 0.1,
+    c = Config.swap(**{'model.resolution': fs.resolution, 'data.batch_size': batch, 'loss.lambda_adv': 0.1,
                        'run.device': device.type})
-    t = SwapTrainer(c, src=fs, dst=fs)
+    t = Trainer(c, src=fs, dst=fs)
     t.step(); sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps): t.step()
+    t.fit(steps, progress=False)
     t.history.rows; sync(device)
     s = (time.perf_counter() - t0) / steps
     return 2 * batch / s, s

@@ -22,20 +22,19 @@ from dfl_gan.train import Trainer
 from dfl_gan.widgets import TrainingPanel
 
 def trainer(res:int, batch:int, device:str) -> Trainer:
-    c = Config()
-    c.model.update(resolution=res); c.data.update(batch_size=batch); c.run.update(device=device)
-    return Trainer(c, demo_faces(res))
+    return Trainer(Config().set_many({'model.resolution': res, 'data.batch_size': batch, 'run.device': device}), data=demo_faces(res))
 
 def instrument(panel:TrainingPanel) -> dict:
     "Wrap the panel's own work (redraws, previews, counter, messages) to add up the seconds it takes during a run."
-    spent = dict(refresh=0.0, take_preview=0.0, _show_counter=0.0, _check_events=0.0)
+    spent = dict(refresh=0.0, previews=0.0, _show_counter=0.0, _check_events=0.0)
     for name in spent:
-        f = getattr(panel, name)
+        obj, attr = (panel._previews, 'take') if name == 'previews' else (panel, name)
+        f = getattr(obj, attr)
         def timed(*a, _f=f, _n=name, **kw):
             t0 = time.perf_counter()
             try: return _f(*a, **kw)
             finally: spent[_n] += time.perf_counter() - t0
-        setattr(panel, name, timed)
+        setattr(obj, attr, timed)
     return spent
 
 def main(argv=None):
@@ -80,7 +79,7 @@ def main(argv=None):
                  [['`trainer.fit(n)`', f'{med["without"]:.2f} s', ', '.join(f'{x:.2f}' for x in times['without']), f'{n / med["without"]:.2f}'],
                   ['`TrainingPanel.run(n, block=True)` at defaults', f'{med["panel"]:.2f} s', ', '.join(f'{x:.2f}' for x in times['panel']),
                    f'{n / med["panel"]:.2f}']]), '',
-        f'Time spent in the panel\'s own code during its runs (timed around `refresh`, `take_preview`, `_show_counter`, '
+        f'Time spent in the panel\'s own code during its runs (timed around `refresh`, the previews, `_show_counter`, '
         f'`_check_events`): **{100 * own:.1f} %** of the wall time ({", ".join(f"{k} {v:.2f} s" for k, v in spent.items())} '
         f'over {repeats} runs of {n} steps). The wall-time difference of the medians, which also carries this machine\'s '
         f'run-to-run noise (see the runs column), is {100 * extra:+.1f} %. Budget: 5 %. The panel caps its redraws at '

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import HERE, Contention, PeakMemory, command, fmt_bytes, load_average, machine, md_table, sync, write_section
 from dfl_gan.core import Config, RunConfig
 from dfl_gan.data import FaceSet, demo_faces
-from dfl_gan.swap import SwapTrainer, swap_config
 from dfl_gan.train import Trainer
 
 # --- what is benchmarked ------------------------------------------------------------------------------------------
@@ -123,14 +122,14 @@ def build(name:str, spec:tuple, v:Variant, device:torch.device):
             'run.device': device.type, **over, **{f'run.{k}': x for k, x in v.run.items()}}
     if 'loss.lambda_perc' in over: over['loss.vgg_weights'] = vgg_weights()
     if kind == 'swap':
-        c = swap_config(**{'model.discriminator': 'unet', 'loss.lambda_adv': 0.1, **over})
+        c = Config.swap(**{'loss.lambda_adv': 0.1, **over})
         src, dst = faces(kind, res)
-        t = SwapTrainer(c, src=src, dst=dst)
+        t = Trainer(c, src=src, dst=dst)
         if v.full_swap:
             G = t.nets['G']; fwd = G.forward
             G.forward = lambda s, d, swap=True: fwd(s, d, swap=True)
         return t
-    return Trainer(Config().set_many({'model.mode': kind, **over}), faces(kind, res))
+    return Trainer(Config().set_many({'model.mode': kind, **over}), data=faces(kind, res))
 
 def images_per_step(t) -> int:
     "Faces that go through the generator per step (swap: the src and the dst batch)."
@@ -139,10 +138,9 @@ def images_per_step(t) -> int:
 # --- measuring --------------------------------------------------------------------------------------------------------
 def run_steps(t, v:Variant, n:int) -> float:
     "Seconds per step over `n` steps, synchronised at the end (and every step for the plain path's `.item()`)."
+    read_each = lambda tr, record: [x.item() for x in record.values() if torch.is_tensor(x)]
     sync(t.device); t0 = time.perf_counter()
-    for _ in range(n):
-        rec = t.step()
-        if v.item_sync: [x.item() for x in rec.values() if torch.is_tensor(x)]
+    t.fit(n, cbs=[read_each] if v.item_sync else [], progress=False)
     t.history.rows  # the optimised path reads its statistics once, here
     sync(t.device)
     return (time.perf_counter() - t0) / n

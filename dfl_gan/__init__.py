@@ -2,7 +2,22 @@
 
 Modules:
 
+- `dfl_gan.all`: `from dfl_gan.all import *`: the names a notebook needs to train, steer and read a GAN, in one import.
 - `dfl_gan.augment`: DeepFaceLab's training augmentation (random warp, affine, flips, HSV jitter) and colour transfer (RCT, LCT), batched in torch on the training device.
-- `dfl_gan.data`: Face folders loaded once into memory, DeepFaceLab's DFLJPG metadata read without trusting it, masks, built-in demo faces, and an infinite, resumable batch sampler."""
+- `dfl_gan.balance`: Who is winning, in one definition, and the strategies that decide how often the discriminator moves: fixed (k D updates per G update) and adaptive (D rests while it is winning).
+- `dfl_gan.checkpoints`: Everything about saving, loading and resuming: what a checkpoint holds, numbered checkpoints written atomically and rotated, autosave as a callback, one `load` for a file or a run folder, resume with changed settings, and early errors when the output folder cannot hold a run.
+- `dfl_gan.cli`: `dfl-gan demo | train | swap | preview`: the headless face of the same `Trainer`, for servers and scripts.
+- `dfl_gan.core`: One validated configuration tree for a run: settings with their help, limits and when they may change, JSON round trips, presets, and the watchers that make a change to a running trainer safe.
+- `dfl_gan.data`: Face folders loaded once into memory, DeepFaceLab's DFLJPG metadata read without trusting it, masks, built-in demo faces, and an infinite, resumable batch sampler.
+- `dfl_gan.device`: Seeding, the device and the precision a run uses: the few facts about the machine that the trainer reads when it is built.
+- `dfl_gan.history`: What a run leaves behind step by step: one record of numbers per step, kept on the device until read, events such as knob changes and incidents, and the NaN guard that skips, records and recovers from non-finite steps.
+- `dfl_gan.losses`: The adversarial game and its balance statistics, DeepFaceLab's reconstruction losses, the VGG16 perceptual loss, L2 and R1, the weighted total.
+- `dfl_gan.models`: DeepFaceLab's building blocks, the spec's generator / discriminator / encoder, SAEHD's DF and LIAE autoencoders, and the patch, U-Net and code discriminators.
+- `dfl_gan.monitor`: Reading a run: smoothed curves of every loss term, the D/G balance, gradient norms and learning rates, knob changes marked where they happened, preview grids, and the callbacks that write a run folder. The monitor reads the trainer and its history; it never trains.
+- `dfl_gan.optim`: Learning-rate schedules, AdaBelief (DeepFaceLab's default optimiser), the optimiser a config names, live hyper-parameters, LR dropout and the gradient norm: the parts of a step that are about moving weights, not about GANs.
+- `dfl_gan.swap`: DeepFaceLab's SAEHD training as a task for the same `Trainer`: src and dst face sets, DSSIM + MSE + mask losses inside the blurred face mask, the U-Net patch GAN on the masked src reconstruction, the "true face" code discriminator, pretraining, the five-column preview, and swapping a folder of faces.
+- `dfl_gan.tasks`: What is trained, as objects: the spec's GAN (noise → face) and the autoencoder with a discriminator. A task builds its networks (or takes yours), draws its batches, runs its forward pass, names its loss terms and logs, and draws its preview; the `Trainer` runs any of them.
+- `dfl_gan.train`: The `Trainer`: one `step()` of the two-player game, one `fit(n, cbs)` loop with callbacks, knobs that act between steps, and NaN protection; driven by the CLI, the panel and the tests alike.
+- `dfl_gan.widgets`: The training panel: step, run, pause and stop a `Trainer` from a notebook, turn its knobs while it trains, and watch the D/G balance, every loss term and the previews update in place."""
 
 __version__ = "0.1.0"

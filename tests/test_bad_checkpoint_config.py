@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from dfl_gan.core import Config, ConfigError
-from dfl_gan.train import Trainer, CheckpointError
-from dfl_gan.checkpoints import save_checkpoint, load_checkpoint, resume
+from dfl_gan.train import Trainer, StateError
+from dfl_gan.checkpoints import FORMAT, CheckpointError, save_checkpoint, load
 from dfl_gan import cli
 
 
@@ -18,17 +18,14 @@ def faces(tmp_path_factory) -> Path:
     for i in range(8): Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
     return d
 
-def tiny(faces:Path) -> Config:
-    c = Config()
-    c.model.update(resolution=32, latent_dim=32, g_width=32, d_width=16)
-    c.data.update(batch_size=4, path=str(faces)); c.run.update(device='cpu')
-    return c
+def folder_config(faces:Path) -> Config:
+    return Config.tiny(**{'model.g_width': 32, 'data.batch_size': 4, 'data.path': str(faces), 'run.device': 'cpu'})
 
 @pytest.fixture(scope='module')
 def good(tmp_path_factory, faces) -> Path:
     "A run folder with one valid checkpoint (step 2) of a run on `faces`."
     n = torch.get_num_threads(); torch.set_num_threads(1)
-    t = Trainer(tiny(faces)); t.fit(2, progress=False)
+    t = Trainer(folder_config(faces)); t.fit(2, progress=False)
     d = tmp_path_factory.mktemp('good'); save_checkpoint(t, d)
     torch.set_num_threads(n)
     return d
@@ -58,7 +55,7 @@ def bad_checkpoints(good:Path, d:Path) -> dict:
         files[name] = (d / name, expected)
     ck = state(good); ck['config']['model']['g_width'] = 64
     put('other-architecture.pt', ck, "network 'G' does not match this architecture")
-    put('pickled-object.pt', {'format': 'dfl_gan-checkpoint-1', 'step': Payload(d / 'marker')},
+    put('pickled-object.pt', {'format': FORMAT, 'step': Payload(d / 'marker')},
         'refused by the safe loader: Trying to load unsupported GLOBAL')
     legacy = d / 'legacy.tmp'; torch.save({'step': Payload(d / 'marker')}, legacy, _use_new_zipfile_serialization=False)
     put('pickled-object-legacy-format.pt', legacy.read_bytes(), 'refused by the safe loader: Trying to load unsupported GLOBAL')
@@ -66,22 +63,21 @@ def bad_checkpoints(good:Path, d:Path) -> dict:
     for n in (1, 100, len(data) // 2, len(data) - 1):
         put(f'truncated-{n}.pt', data[:n], 'not a loadable dfl_gan checkpoint')
     put('empty.pt', b'', 'empty file, not a checkpoint')
-    put('plain-weights.pt', {'G': torch.zeros(3)}, "not a dfl_gan checkpoint (expected format 'dfl_gan-checkpoint-1')")
-    put('a-tensor.pt', torch.zeros(3), "not a dfl_gan checkpoint (expected format 'dfl_gan-checkpoint-1')")
+    put('plain-weights.pt', {'G': torch.zeros(3)}, "not a dfl_gan checkpoint (expected format 'dfl_gan-checkpoint-2')")
+    put('a-tensor.pt', torch.zeros(3), "not a dfl_gan checkpoint (expected format 'dfl_gan-checkpoint-2')")
+    put('format-1.pt', dict(state(good), format='dfl_gan-checkpoint-1'), "a checkpoint of dfl_gan 0.1 (format 'dfl_gan-checkpoint-1'), which this version cannot continue")
     put('a-png.pt', b'\x89PNG\r\n\x1a\n' + bytes(64), 'not a loadable dfl_gan checkpoint')
     ck = state(good); del ck['nets']
     put('no-nets.pt', ck, "incomplete checkpoint ('nets' is missing or not a dict)")
     ck = state(good); ck['config']['loss']['lambda_adv'] = -1
     put('bad-config-inside.pt', ck, 'the config it carries is invalid (loss.lambda_adv must be >= 0')
-    ck = state(good); ck['optim']['d'] = ck['optim']['g']
+    ck = state(good); ck['optim']['D'] = ck['optim']['G']
     put('mismatched-optimiser.pt', ck, 'its state does not fit this model (ValueError')
     return files
 
 def test_every_bad_checkpoint_is_refused_with_its_name(good, tmp_path, capsys):
     for name, (path, expected) in bad_checkpoints(good, tmp_path).items():
-        with pytest.raises(CheckpointError) as e:
-            from dfl_gan.checkpoints import restore
-            restore(load_checkpoint(path), path)
+        with pytest.raises(CheckpointError) as e: load(path)
         assert str(e.value).startswith(f'{path}: ') and expected in str(e.value), (name, str(e.value))
         err = cli_error(capsys, 'preview', '--model', path, '--out', tmp_path / 'p.png')
         assert f'{path}: ' in err and expected in err, (name, err)
@@ -90,9 +86,9 @@ def test_every_bad_checkpoint_is_refused_with_its_name(good, tmp_path, capsys):
 def test_resume_skips_a_bad_newest_checkpoint_and_names_it(good, tmp_path):
     run = tmp_path / 'run'; run.mkdir()
     (run / 'checkpoint-00000002.pt').write_bytes((good / 'checkpoint-00000002.pt').read_bytes())
-    torch.save({'format': 'dfl_gan-checkpoint-1', 'step': Payload(tmp_path / 'marker')}, run / 'checkpoint-00000009.pt')
+    torch.save({'format': FORMAT, 'step': Payload(tmp_path / 'marker')}, run / 'checkpoint-00000009.pt')
     with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter('always'); t = resume(run)
+        warnings.simplefilter('always'); t = load(run)
     assert t.step_count == 2 and not (tmp_path / 'marker').exists()
     assert [str(x.message) for x in w] == [f'skipping {run}/checkpoint-00000009.pt: not a loadable dfl_gan checkpoint (refused by the '
                                            'safe loader: Trying to load unsupported GLOBAL posix.system whose module posix is blocked.)']
@@ -110,17 +106,17 @@ def test_train_resume_with_no_valid_checkpoint_names_the_folder(good, tmp_path, 
 def test_a_checkpoint_of_another_architecture(good, faces, tmp_path, capsys):
     run = tmp_path / 'run'; run.mkdir()
     ck = state(good); ck['config']['model']['g_width'] = 64; torch.save(ck, run / 'checkpoint.pt')
-    with pytest.raises(CheckpointError, match="checkpoint.pt: network 'G' does not match this architecture"): resume(run)
+    with pytest.raises(CheckpointError, match="checkpoint.pt: network 'G' does not match this architecture"): load(run)
     assert "checkpoint.pt: network 'G' does not match this architecture" in cli_error(capsys, 'train', '--out', run, '--resume')
-    ae = Trainer(tiny(faces))                      # and loading a face-swap state into an autoencoder trainer
-    with pytest.raises(CheckpointError, match="network 'G' does not match"):
-        ae.load_state(dict(state(good), nets={'G': {'encoder.weight': torch.zeros(1)}}), 'swap.pt')
+    ae = Trainer(folder_config(faces))             # and loading a face-swap state into an autoencoder trainer
+    with pytest.raises(StateError, match="network 'G' does not match"):
+        ae.load_state_dict(dict(state(good), nets=dict(state(good)['nets'], G={'encoder.weight': torch.zeros(1)})))
     err = cli_error(capsys, 'train', '--out', good, '--resume', '--model.g_width', 64)
     assert 'model.g_width cannot change when resuming (the checkpoint has 32, got 64)' in err, err
 
 def test_in_a_new_process_the_payload_never_runs(good, tmp_path):
     bad = tmp_path / 'evil.pt'
-    torch.save({'format': 'dfl_gan-checkpoint-1', 'step': Payload(tmp_path / 'marker')}, bad)
+    torch.save({'format': FORMAT, 'step': Payload(tmp_path / 'marker')}, bad)
     r = subprocess.run([str(Path(sys.executable).parent / 'dfl-gan'), 'preview', '--model', str(bad), '--out', str(tmp_path / 'p.png')],
                        capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 2 and r.stderr.startswith(f'dfl-gan preview: error: {bad}: not a loadable dfl_gan checkpoint (refused'), r.stderr
@@ -137,7 +133,8 @@ BAD_CONFIGS = [  # (dict, what the error must say)
     ({'run': {'keep_last': 0}}, 'run.keep_last must be >= 1, got 0'),
     ({'loss': {'label_smoothing': 0.9}}, 'loss.label_smoothing must be <= 0.5, got 0.9'),
     ({'model': {'resolution': 1024}}, 'model.resolution must be <= 512, got 1024'),
-    ({'model': {'resolution': 40}}, 'model.resolution must be a multiple of 16, got 40'),
+    ({'model': {'resolution': 40}}, 'model.resolution must be 4·2^k between 32 and 512 (one of [32, 64, 128, 256, 512]), got 40'),
+    ({'model': {'mode': 'swap', 'archi': 'liae-ud', 'resolution': 48, 'discriminator': 'unet'}}, "model.resolution must be a multiple of 32 for SAEHD 'liae-ud', got 48"),
     ({'model': {'upsample': 'bicubic'}}, "model.upsample must be one of ['pixel_shuffle', 'transpose', 'nearest'], got 'bicubic'"),
     ({'model': {'archi': 'dfx'}}, "model.archi must be 'df' or 'liae'"),
     ({'loss': {'perc_layers': [1, 2]}}, 'loss.perc_layers must be of type list[str], got [1, 2]'),

@@ -14,14 +14,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / 'test-artifacts'
 T = 120_000  # ms: generous, a cold kernel imports torch and builds the trainer
 
 SETUP = """\
-from dfl_gan.core import Config
-from dfl_gan.train import Trainer
-from dfl_gan.widgets import TrainingPanel
-c = Config()
-c.model.update(resolution=32, latent_dim=32, g_width=64, d_width=16)
-c.data.update(batch_size=8)
-c.run.update(preview_every=5)
-t = Trainer(c)
+from dfl_gan.all import *
+t = Trainer(Config.tiny(**{'run.preview_every': 5}))
 panel = TrainingPanel(t, plot_every=0.5)
 panel"""
 REPORT = "print('EVENTS', len(t.history.events), 'STEPS', t.step_count, 'LAMBDA_ADV', t.cfg.loss.lambda_adv)"

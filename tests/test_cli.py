@@ -56,7 +56,8 @@ def test_train_on_a_folder_and_resume(tmp_path):
 
 @pytest.mark.parametrize('args,expected', [
     (['train', '--out', '{tmp}', '--optim.lr_g', '-3'], 'optim.lr_g must be >= 0'),
-    (['train', '--out', '{tmp}', '--model.resolution', '40'], 'model.resolution must be a multiple of 16'),
+    (['train', '--out', '{tmp}', '--model.resolution', '40'], 'model.resolution must be 4·2^k between 32 and 512'),
+    (['train', '--out', '{tmp}', '--src', '{tmp}', '--dst', '{tmp}', '--model.resolution', '48'], "model.resolution must be a multiple of 32 for SAEHD 'liae-ud'"),
     (['train', '--out', '{tmp}', '--data', '{tmp}/missing'], 'missing'),
     (['preview', '--model', '{tmp}/nothing.pt', '--out', '{tmp}/x.png'], 'nothing.pt'),
 ])

@@ -3,23 +3,20 @@ import warnings
 import pytest, torch, torch.nn as nn
 from dfl_gan.core import Config
 from dfl_gan.data import FaceSet, Batches, demo_faces
-from dfl_gan.swap import SwapTrainer, swap_config
-from dfl_gan.train import Trainer, make_optimizer
+from dfl_gan.optim import make_optimizer
+from dfl_gan.train import Trainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 PLAIN = {'run.precision': 'fp32', 'run.compile': False, 'run.channels_last': 'off', 'run.fast_optim': False}
 LOSSES = ('rec', 'd_loss', 'g_adv', 'g_total', 'gn_g', 'gn_d')
 
 def tiny(**kw) -> Config:
-    c = Config()
-    c.model.update(resolution=32, latent_dim=16, g_width=32, d_width=8)
-    c.data.update(batch_size=4)
-    for k, v in kw.items(): c.set(k, v)
-    return c
+    "`Config.tiny`, smaller still: these tests time nothing, they compare numbers."
+    return Config.tiny(**{'model.latent_dim': 16, 'model.g_width': 32, 'model.d_width': 8, 'data.batch_size': 4, **kw})
 
 def history(cfg:Config, steps:int=3, data=None):
     "Build, train `steps` steps and return the trainer (built and run in one go: the global RNG is not shared)."
-    t = Trainer(cfg, data)
+    t = Trainer(cfg, data=data)
     t.fit(steps, progress=False)
     return t
 
@@ -39,8 +36,11 @@ def test_switch_keeps_losses(faces, switch, optimizer):
     plain = history(tiny(**PLAIN, **{'optim.optimizer': optimizer}), data=faces)
     fast = history(tiny(**{**PLAIN, **switch, 'optim.optimizer': optimizer}), data=faces)
     close(plain, fast)
-    for k, p in plain.nets['G'].state_dict().items():
-        assert torch.allclose(p, fast.nets['G'].state_dict()[k], rtol=1e-3, atol=1e-5), k
+    p, q = (torch.cat([w.flatten() for w in t.nets['G'].state_dict().values()]) for t in (plain, fast))
+    off = ~torch.isclose(p, q, rtol=1e-3, atol=1e-5)
+    # AdaBelief's first steps are about lr·sign(g): rounding may flip the sign of a near-zero gradient, which moves that
+    # one weight by up to 2·lr per step; more than a few such weights in a thousand is a real difference
+    assert off.float().mean() < 1e-3 and (p - q).abs().max() <= 2 * plain.cfg.optim.lr_g * 3, (int(off.sum()), (p - q).abs().max())
 
 def test_a_changed_setting_is_noticed(faces):
     "The comparison above can fail: a different learning rate gives different losses."
@@ -50,10 +50,10 @@ def test_a_changed_setting_is_noticed(faces):
 
 def test_cpu_defaults():
     "On the CPU the defaults are fp32, NCHW (channels_last measured slower there), fused/foreach optimisers, no compile."
-    t = Trainer(tiny(), demo_faces(32))
+    t = Trainer(tiny(), data=demo_faces(32))
     assert t.device.type == 'cpu' and t.amp_dtype is None and not t.scaler.is_enabled()
     assert not t.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)
-    assert t.opt_g.defaults['fused'] and not t.cfg.run.compile
+    assert t.opts['G'].defaults['fused'] and not t.cfg.run.compile
 
 @pytest.fixture(scope='module')
 def blobs():
@@ -62,16 +62,16 @@ def blobs():
     return mk(), mk()
 
 def swap_cfg(**kw):
-    base = {'model.resolution': 32, 'model.ae_dims': 16, 'model.e_dims': 8, 'model.d_dims': 8, 'model.d_mask_dims': 4,
-            'model.gan_dims': 4, 'data.batch_size': 2, 'loss.lambda_adv': 0.1}
-    return swap_config(**{**base, **kw})
+    base = {'model.ae_dims': 16, 'model.e_dims': 8, 'model.d_dims': 8, 'model.d_mask_dims': 4, 'model.gan_dims': 4,
+            'data.batch_size': 2, 'loss.lambda_adv': 0.1}
+    return Config.tiny('swap', **{**base, **kw})
 
 @pytest.mark.parametrize('archi', ['liae-ud', 'df-ud'])
 def test_swap_training_skips_src_dst_and_nothing_else(blobs, archi):
     src, dst = blobs
     calls = []
     def run(full:bool):
-        t = SwapTrainer(swap_cfg(**PLAIN, **{'model.archi': archi}), src=src, dst=dst)
+        t = Trainer(swap_cfg(**PLAIN, **{'model.archi': archi}), src=src, dst=dst)
         G, fwd = t.nets['G'], t.nets['G'].forward
         def spy(s, d, swap=True):
             calls.append((full, swap))
@@ -86,7 +86,7 @@ def test_swap_training_skips_src_dst_and_nothing_else(blobs, archi):
 
 # --- the switches are really on ----------------------------------------------------------------------------------------
 def test_fused_optimisers_when_fast(faces):
-    fast, plain = Trainer(tiny(**{'run.fast_optim': True}), faces), Trainer(tiny(**PLAIN), faces)
+    fast, plain = Trainer(tiny(**{'run.fast_optim': True}), data=faces), Trainer(tiny(**PLAIN), data=faces)
     for o in fast.opts.values(): assert o.defaults['fused'] is True
     for o in plain.opts.values(): assert not o.defaults['fused'] and o.defaults['foreach'] is False
     for name in ('rmsprop', 'adabelief'):   # foreach: torch's rule (CUDA parameters only), never on the plain path
@@ -107,7 +107,7 @@ def test_fused_adam_skips_on_found_inf():
     assert w.detach().lt(1).all() and o.state[w]['step'].item() == 1
 
 def test_channels_last_params_and_activations(faces):
-    t = Trainer(tiny(**{'run.channels_last': 'on', 'model.discriminator': 'unet'}), faces)
+    t = Trainer(tiny(**{'run.channels_last': 'on', 'model.discriminator': 'unet'}), data=faces)
     convs = [m for n in t.nets.values() for m in n.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     outs = []
@@ -115,7 +115,7 @@ def test_channels_last_params_and_activations(faces):
     t.step()
     for h in hooks: h.remove()
     assert outs and all(o.is_contiguous(memory_format=torch.channels_last) for o in outs)
-    nchw = Trainer(tiny(), faces)   # 'auto' on the CPU: NCHW
+    nchw = Trainer(tiny(), data=faces)   # 'auto' on the CPU: NCHW
     assert not nchw.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)
 
 def test_compile_matches_eager(faces):
@@ -134,28 +134,28 @@ def test_compile_matches_eager(faces):
 
 # --- statistics stay on the device ---------------------------------------------------------------------------------
 def test_record_is_device_tensors_read_in_bulk(faces):
-    t = Trainer(tiny(), faces)
+    t = Trainer(tiny(), data=faces)
     rec = t.step()
     assert all(torch.is_tensor(rec[k]) for k in LOSSES)
     assert isinstance(t.history.rows[0]['rec'], float)
 
 def test_device_nan_guard_reads_flags_every_k_steps(faces):
     "With K = 4 the flags stay on the device for 4 steps, then one read fetches them; K = 1 reads every step."
-    t = Trainer(tiny(**{'run.nan_check_every': 4}), faces)
+    t = Trainer(tiny(**{'run.nan_check_every': 4}), data=faces)
     for _ in range(3): t.step()
     assert len(t.guard._pending) == 3 and all(torch.is_tensor(ok) for _, oks in t.guard._pending for _, ok in oks)
     t.step(); assert t.guard._pending == []                                   # read at the 4th step
-    h = Trainer(tiny(**{'run.nan_check_every': 1}), faces); h.step()
+    h = Trainer(tiny(**{'run.nan_check_every': 1}), data=faces); h.step()
     assert h.guard._pending == [] and isinstance(h.history.rows[0]['finite'], float)
-    assert Trainer(tiny(), faces).nan_check_every() == 1                      # auto on the CPU
+    assert Trainer(tiny(), data=faces).nan_check_every() == 1                 # auto on the CPU
 
 @pytest.mark.parametrize('optimizer', ['adam', 'adabelief', 'rmsprop'])
 def test_nan_steps_skipped_with_every_optimiser(faces, optimizer):
     "A poisoned step changes no weight and no optimiser state, whether the skip is decided on the device or the host."
-    t = Trainer(tiny(**{'optim.optimizer': optimizer, 'run.nan_check_every': 4, 'run.nan_patience': 10}), faces)
+    t = Trainer(tiny(**{'optim.optimizer': optimizer, 'run.nan_check_every': 4, 'run.nan_patience': 10}), data=faces)
     t.fit(2, progress=False)
     w0 = {k: v.clone() for k, v in t.nets['G'].state_dict().items()}
-    state = lambda: {(i, k): v.clone() for i, s in enumerate(t.opt_g.state.values()) for k, v in s.items() if torch.is_tensor(v)}
+    state = lambda: {(i, k): v.clone() for i, s in enumerate(t.opts['G'].state.values()) for k, v in s.items() if torch.is_tensor(v)}
     st0 = state()
     hook = t.nets['G'].register_forward_hook(lambda m, i, o: o * float('nan'))
     with warnings.catch_warnings():
@@ -172,7 +172,7 @@ def test_nan_steps_skipped_with_every_optimiser(faces, optimizer):
 @cuda
 def test_bf16_autocast_and_cudnn_benchmark(faces):
     torch.backends.cudnn.benchmark = False
-    t = Trainer(tiny(**{'run.device': 'cuda'}), faces)
+    t = Trainer(tiny(**{'run.device': 'cuda'}), data=faces)
     assert t.amp_dtype == torch.bfloat16 and torch.backends.cudnn.benchmark
     assert t.nets['G'].out.weight.is_contiguous(memory_format=torch.channels_last)   # 'auto' → on with CUDA
     seen = []
@@ -185,7 +185,7 @@ def test_bf16_autocast_and_cudnn_benchmark(faces):
 @cuda
 def test_cuda_swap_uses_foreach_adabelief_and_the_device_nan_guard(blobs):
     src, dst = blobs
-    t = SwapTrainer(swap_cfg(**{'run.device': 'cuda'}), src=src, dst=dst)
+    t = Trainer(swap_cfg(**{'run.device': 'cuda'}), src=src, dst=dst)
     assert t.cfg.optim.optimizer == 'adabelief' and t.nan_check_every() == 50
     assert all(o._step_supports_amp_scaling and all(g['foreach'] for g in o.param_groups) for o in t.opts.values())
     t.fit(3, progress=False)
@@ -193,7 +193,7 @@ def test_cuda_swap_uses_foreach_adabelief_and_the_device_nan_guard(blobs):
 
 @cuda
 def test_fp16_gradscaler(faces):
-    t = Trainer(tiny(**{'run.device': 'cuda', 'run.precision': 'fp16'}), faces)
+    t = Trainer(tiny(**{'run.device': 'cuda', 'run.precision': 'fp16'}), data=faces)
     assert t.scaler.is_enabled() and t.amp_dtype == torch.float16
     t.fit(4, progress=False)
     assert all(torch.isfinite(torch.tensor(t.history.column('g_total'))))

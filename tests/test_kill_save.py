@@ -5,22 +5,18 @@ import multiprocessing as mp, os, random, signal, time, warnings
 import pytest, torch
 from dfl_gan.core import Config
 from dfl_gan.data import FaceSet
-from dfl_gan.train import Trainer, read_checkpoint
-from dfl_gan.checkpoints import save_checkpoint, find_checkpoints, latest_valid_checkpoint, resume
+from dfl_gan.train import Trainer
+from dfl_gan.checkpoints import save_checkpoint, find_checkpoints, latest_valid_checkpoint, read_checkpoint, load
 
 KILLS = 20
 FACES = FaceSet.from_tensor(torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
 
-def config() -> Config:
-    c = Config()
-    c.model.update(resolution=32, latent_dim=32, g_width=64, d_width=16)
-    c.data.update(batch_size=4); c.run.update(device='cpu')
-    return c
+def config() -> Config: return Config.tiny(**{'data.batch_size': 4, 'run.device': 'cpu'})
 
 def saver(run_dir):
     "The child: resume the run, then step and save until killed."
     torch.set_num_threads(1)
-    t = resume(run_dir, data=FACES)
+    t = load(run_dir, data=FACES)
     while True: t.step(); save_checkpoint(t, run_dir, keep_last=2)
 
 @pytest.mark.skipif(not hasattr(os, 'fork'), reason='needs fork to start the savers quickly')
@@ -40,7 +36,7 @@ def test_kill_9_while_saving_never_leaves_a_bad_checkpoint(tmp_path):
                 warnings.simplefilter('error')          # a checkpoint skipped as corrupt would be an error here
                 path, ck = latest_valid_checkpoint(run_dir)
                 for q in find_checkpoints(run_dir): read_checkpoint(q)   # every listed checkpoint loads
-                t = resume(run_dir, data=FACES)
+                t = load(run_dir, data=FACES)
             assert not path.name.endswith('.tmp') and t.step_count == ck['step'] >= last
             left = set(run_dir.glob('*.tmp'))
             mid_write += bool(left)                     # this kill cut a save short

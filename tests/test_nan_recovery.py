@@ -2,22 +2,21 @@
 restores the last good state after `run.nan_patience` of them (also right after a resume), lowers the learning rates
 when asked, carries on, and still draws its curves; the `dfl-gan` console says what happened in one line each."""
 import json, os, subprocess, sys, warnings
-import numpy as np, pytest, torch
+import numpy as np, torch
 from PIL import Image
 from dfl_gan.core import Config
 from dfl_gan.data import FaceSet
 from dfl_gan.train import Trainer
-from dfl_gan.checkpoints import save_checkpoint, resume
+from dfl_gan.checkpoints import save_checkpoint, load
 from dfl_gan.monitor import plot_history, figure_png
 
 FACES = FaceSet.from_tensor(torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
 NAN = float('nan')
 
-def tiny(**kw) -> Config:
-    c = Config()
-    c.model.update(resolution=32, latent_dim=32, g_width=32, d_width=16)
-    c.data.update(batch_size=4); c.run.update(device='cpu', nan_patience=3, snapshot_every=2, **kw)
-    return c
+def guarded(**run) -> Config:
+    "Config.tiny with a patience of 3 and a snapshot every 2 steps; `run` are further run settings."
+    return Config.tiny(**{'model.g_width': 32, 'data.batch_size': 4, 'run.device': 'cpu', 'run.nan_patience': 3,
+                          'run.snapshot_every': 2, **{f'run.{k}': v for k, v in run.items()}})
 
 def weights(t) -> dict: return {k: v.clone() for k, v in t.nets['G'].state_dict().items()}
 def same(a, b) -> bool: return all(torch.equal(a[k], b[k]) for k in a)
@@ -31,7 +30,7 @@ def poisoned(t, n:int):
     return [str(x.message) for x in w]
 
 def test_a_nan_burst_is_skipped_restored_and_survived():
-    t = Trainer(tiny(nan_lr_factor=0.5), data=FACES)
+    t = Trainer(guarded(nan_lr_factor=0.5), data=FACES)
     kept = {}
     t.fit(4, cbs=[lambda tr, rec: tr.step_count == 3 and kept.update(weights(tr))], progress=False)  # the snapshot of step 2
     msgs = poisoned(t, 4)
@@ -50,8 +49,8 @@ def test_a_nan_burst_is_skipped_restored_and_survived():
     assert figure_png(fig)[:8] == b'\x89PNG\r\n\x1a\n'
 
 def test_after_a_resume_the_guard_restores_the_resumed_state(tmp_path):
-    t = Trainer(tiny(), data=FACES); t.fit(5, progress=False); save_checkpoint(t, tmp_path)
-    t = resume(tmp_path, data=FACES); start = weights(t)
+    t = Trainer(guarded(), data=FACES); t.fit(5, progress=False); save_checkpoint(t, tmp_path)
+    t = load(tmp_path, data=FACES); start = weights(t)
     poisoned(t, 3)
     assert t.history.events[-1]['kind'] == 'restore' and t.history.events[-1]['to_step'] == 5
     assert same(weights(t), start)                                 # not the fresh initialisation of the resumed trainer
@@ -59,13 +58,13 @@ def test_after_a_resume_the_guard_restores_the_resumed_state(tmp_path):
 POISON = '''
 import sys
 from dfl_gan import train, cli
-forward = train.Trainer.forward
-def poisoned(self, batch):
-    if not 3 <= self.step_count < 6: return forward(self, batch)
+step = train.Trainer.step
+def poisoned(self):
+    if not 3 <= self.step_count < 6: return step(self)
     hook = self.nets['G'].register_forward_hook(lambda m, i, o: o * float('nan'))
-    try: return forward(self, batch)
+    try: return step(self)
     finally: hook.remove()
-train.Trainer.forward = poisoned
+train.Trainer.step = poisoned
 sys.exit(cli.main(sys.argv[1:]))
 '''
 

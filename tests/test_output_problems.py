@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 import dfl_gan.cli as cli
-from dfl_gan.train import Trainer, read_checkpoint
-from dfl_gan.checkpoints import find_checkpoints
+from dfl_gan.train import Trainer
+from dfl_gan.checkpoints import find_checkpoints, read_checkpoint
 
 @pytest.fixture(scope='module')
 def faces(tmp_path_factory) -> Path:

@@ -1,16 +1,11 @@
 "The training panel without a front end: buttons are clicked, knobs typed into and runs stopped from Python."
 import math, threading, time
-import pytest, torch
+import pytest
 from dfl_gan.core import Config
+from dfl_gan.tasks import AutoencoderTask
 from dfl_gan.train import Trainer
+from dfl_gan.checkpoints import load
 from dfl_gan.widgets import TrainingPanel, KNOBS
-
-def tiny(**kw) -> Config:
-    c = Config()
-    c.model.update(resolution=32, latent_dim=32, g_width=64, d_width=16)
-    c.data.update(batch_size=8)
-    for k, v in kw.items(): c.set(k, v)
-    return c
 
 class SlowTrainer(Trainer):
     "A trainer whose steps take at least `delay` seconds (held under its lock, like a long real step)."
@@ -29,7 +24,7 @@ class FailingTrainer(Trainer):
 
 @pytest.fixture
 def panel():
-    return TrainingPanel(Trainer(tiny(**{'run.preview_every': 2})))
+    return TrainingPanel(Trainer(Config.tiny(**{'run.preview_every': 2})))
 
 def wait_for(cond, timeout=60):
     end = time.time() + timeout
@@ -47,7 +42,7 @@ def test_step_button_trains_one_step(panel):
     assert [r['step'] for r in t.history.rows] == [0, 1]
 
 def test_run_n_runs_in_a_background_thread():
-    p = TrainingPanel(SlowTrainer(tiny()))
+    p = TrainingPanel(SlowTrainer(Config.tiny()))
     p.n.value = 8
     t0 = time.time(); p.run_btn.click(); returned = time.time() - t0
     assert p.running and p._thread.is_alive() and p._thread is not threading.current_thread()
@@ -67,7 +62,7 @@ def test_run_to_and_blocking_run(panel):
     assert panel.run_to(5) is None and 'nothing to run' in panel.log.value
 
 def test_stop_takes_effect_within_one_step():
-    p = TrainingPanel(SlowTrainer(tiny()))
+    p = TrainingPanel(SlowTrainer(Config.tiny()))
     p.run(1000)
     wait_for(lambda: p.trainer.step_count >= 3)
     at_stop = p.trainer.step_count
@@ -77,7 +72,7 @@ def test_stop_takes_effect_within_one_step():
     assert len(p.trainer.history) == p.trainer.step_count
 
 def test_pause_holds_and_resume_continues():
-    p = TrainingPanel(SlowTrainer(tiny()))
+    p = TrainingPanel(SlowTrainer(Config.tiny()))
     p.run(1000)
     wait_for(lambda: p.trainer.step_count >= 2)
     p.pause_btn.click()
@@ -106,7 +101,7 @@ def test_knobs_change_the_trainer_and_land_in_the_history(panel):
     assert 'loss.lambda_adv 0.1 → 0.5' in panel.log.value and f'{len(new)} events' in panel.status.value
 
 def test_a_knob_turned_during_a_run_lands_between_steps():
-    p = TrainingPanel(SlowTrainer(tiny()))
+    p = TrainingPanel(SlowTrainer(Config.tiny()))
     p.run(1000)
     wait_for(lambda: p.trainer.step_count >= 2)
     p.knobs['optim.lr_g'].value = 1e-3
@@ -129,7 +124,7 @@ def test_a_bad_knob_value_shows_a_message_and_changes_nothing(panel, name, bad):
     assert panel.set('optim.balance', 'sometimes') is False and t.cfg.optim.balance == 'fixed'
 
 def test_a_setting_the_trainer_cannot_apply_is_refused_with_its_reason(tmp_path):
-    p = TrainingPanel(Trainer(tiny(**{'loss.vgg_weights': str(tmp_path / 'no-vgg.pth')})))
+    p = TrainingPanel(Trainer(Config.tiny(**{'loss.vgg_weights': str(tmp_path / 'no-vgg.pth')})))
     p.knobs['loss.lambda_perc'].value = 0.1  # needs VGG16 weights that are not there
     assert p.trainer.cfg.loss.lambda_perc == 0 and p.knobs['loss.lambda_perc'].value == 0
     assert p.trainer.history.events == []
@@ -149,16 +144,17 @@ def test_view_controls_redraw_the_plot(panel):
     assert len(seen) == 4
     assert panel._fig.axes[0].lines[0].get_xdata().min() == 1  # the last 2 steps of 0..2
 
-class NaNTrainer(Trainer):
-    "A trainer whose reconstruction loss is NaN at the steps in `nan_at` (the trainer's NaN guard skips those updates)."
-    nan_at = {3}
+class NaNTask(AutoencoderTask):
+    "An autoencoder whose reconstruction loss is NaN in its 4th forward pass (the trainer's NaN guard skips that update)."
+    calls = 0
     def forward(self, batch):
         out = super().forward(batch)
-        if self.step_count in self.nan_at: out['terms']['rec'] = out['terms']['rec'] * float('nan')
+        self.calls += 1
+        if self.calls == 4: out['terms']['rec'] = out['terms']['rec'] * float('nan')
         return out
 
 def test_nan_and_inf_in_the_history_do_not_break_a_redraw():
-    p = TrainingPanel(NaNTrainer(tiny()))
+    p = TrainingPanel(Trainer(task=NaNTask(Config.tiny())))
     with pytest.warns(UserWarning, match='non-finite'): p.run(6, block=True)
     t = p.trainer
     assert math.isnan(t.history.rows[3]['g_total']) and t.history.rows[3]['finite'] == 0
@@ -167,7 +163,7 @@ def test_nan_and_inf_in_the_history_do_not_break_a_redraw():
     p.smooth.value, p.log_scale.value = 0.9, True
     assert p.plot.value != before and p.plot.value[:4] == b'\x89PNG'
     assert 'non-finite loss at step(s) 3' in p.log.value and 'non-finite loss at step(s) 6' in p.log.value
-    assert "step 3: nonfinite parts=[&#x27;g&#x27;] streak=1" in p.log.value
+    assert "step 3: nonfinite parts=[&#x27;G&#x27;] streak=1" in p.log.value
 
 def test_previews_are_kept_and_browsed(panel):
     panel.run(6, block=True)
@@ -183,22 +179,24 @@ def test_previews_are_kept_and_browsed(panel):
     assert panel.previews[0][1] != panel.previews[-1][1]
 
 def test_the_oldest_previews_are_dropped():
-    p = TrainingPanel(Trainer(tiny(**{'run.preview_every': 1})), max_previews=3)
+    p = TrainingPanel(Trainer(Config.tiny(**{'run.preview_every': 1})), max_previews=3)
     p.run(4, block=True)
     assert [s for s, _ in p.previews] == [2, 3, 4] and p.preview_slider.max == 2
 
 def test_save_checkpoint(panel, tmp_path):
     panel.run(2, block=True)
-    panel.path.value = str(tmp_path / 'run' / 'ck.pt')
+    panel.path.value = str(tmp_path / 'run')
     panel.save_btn.click()
-    t2 = Trainer.load(tmp_path / 'run' / 'ck.pt')
-    assert t2.step_count == 2 and t2.history.rows == panel.trainer.history.rows
-    assert 'saved step 2' in panel.log.value
+    panel.run(1, block=True); panel.save_btn.click()
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['checkpoint-00000002.pt', 'checkpoint-00000003.pt', 'checkpoint.pt']
+    t2 = load(tmp_path / 'run')
+    assert t2.step_count == 3 and t2.history.rows == panel.trainer.history.rows
+    assert 'saved step 3' in panel.log.value
     (tmp_path / 'file').write_text('x')
-    assert panel.save(tmp_path / 'file' / 'ck.pt') is None and 'failed' in panel.log.value
+    assert panel.save(tmp_path / 'file' / 'run') is None and 'failed' in panel.log.value
 
 def test_a_failing_step_ends_the_run_with_a_message():
-    p = TrainingPanel(FailingTrainer(tiny()))
+    p = TrainingPanel(FailingTrainer(Config.tiny()))
     p.run(10); assert p.wait(60)
     assert p.trainer.step_count == 2 and not p.running
     assert 'step 2 failed: RuntimeError: boom' in p.log.value
@@ -207,3 +205,21 @@ def test_a_failing_step_ends_the_run_with_a_message():
 def test_the_panel_displays_as_its_root_widget(panel):
     b = panel._repr_mimebundle_()
     assert b['application/vnd.jupyter.widget-view+json']['model_id'] == panel.root.model_id
+
+def test_every_panel_run_goes_through_fit(monkeypatch):
+    "Step, Run N and Run to are all calls of the one training loop."
+    calls, fit = [], Trainer.fit
+    monkeypatch.setattr(Trainer, 'fit', lambda self, n, *a, **k: calls.append(n) or fit(self, n, *a, **k))
+    p = TrainingPanel(Trainer(Config.tiny()))
+    p.step(); p.run(2, block=True); p.run_to(5, block=True)
+    p.run(1); assert p.wait(60)
+    assert calls == [1, 2, 2, 1] and p.trainer.step_count == 6
+
+def test_only_live_settings_can_be_knobs():
+    with pytest.raises(Exception, match='model.resolution is not a live setting'):
+        TrainingPanel(Trainer(Config.tiny()), knobs={'model.resolution': 'res'})
+
+def test_a_plain_assignment_from_a_cell_shows_in_the_panel(panel):
+    panel.trainer.cfg.optim.lr_d = 1e-3
+    panel.refresh()
+    assert panel.knobs['optim.lr_d'].value == 1e-3 and 'optim.lr_d 0.0002 → 0.001' in panel.log.value

@@ -32,3 +32,9 @@ def test_demo_command_parses():
     assert cmd[0] == 'dfl-gan'
     ns = _parser().parse_args(cmd[1:])
     assert ns.cmd == 'demo'
+
+def test_readme_is_the_index():
+    "README.md is nbs/index.ipynb's text, with the image paths seen from the repository root."
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    text = '\n\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    assert (ROOT / 'README.md').read_text() == text.replace('](images/', '](nbs/images/') + '\n'

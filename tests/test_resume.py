@@ -11,20 +11,14 @@ N = 3  # steps per half
 
 def configs() -> dict:
     from dfl_gan.core import Config
-    from dfl_gan.swap import swap_config
-    small = {'model.resolution': 32, 'data.batch_size': 4, 'run.deterministic': True, 'run.device': 'cpu',
+    small = {'data.batch_size': 4, 'run.deterministic': True, 'run.device': 'cpu',
              'data.hsv_jitter': 0.1}  # random warp, affine and flips are on by default
-    def cfg(base, **kw):
-        for k, v in {**small, **kw}.items(): base.set(k, v)
-        return base
     return dict(
-        ae=cfg(Config(), **{'model.latent_dim': 32, 'model.g_width': 32, 'model.d_width': 16, 'optim.ema': 0.9,
-                            'optim.lr_dropout': 0.5, 'optim.gan_start_step': N + 1}),
-        gan=cfg(Config(), **{'model.mode': 'gan', 'model.latent_dim': 32, 'model.g_width': 32, 'model.d_width': 16,
-                             'optim.d_steps': 2, 'optim.optimizer': 'adabelief'}),
-        swap=cfg(swap_config(), **{'model.archi': 'liae-ud', 'model.ae_dims': 32, 'model.e_dims': 16, 'model.d_dims': 16,
-                                   'model.d_mask_dims': 8, 'model.gan_dims': 8, 'loss.lambda_adv': 0.1,
-                                   'data.color_transfer': 'rct', 'optim.lr_g': 5e-4}))
+        ae=Config.tiny('ae', **small, **{'model.g_width': 32, 'optim.ema': 0.9, 'optim.lr_dropout': 0.5, 'optim.gan_start_step': N + 1}),
+        gan=Config.tiny('gan', **small, **{'model.g_width': 32, 'optim.d_steps': 2, 'optim.optimizer': 'adabelief'}),
+        adaptive=Config.tiny('gan', **small, **{'model.g_width': 32, 'optim.balance': 'adaptive', 'optim.balance_threshold': 0.55,
+                                                'optim.lr_d': 2e-3}),
+        swap=Config.tiny('swap', **small, **{'loss.lambda_adv': 0.1, 'data.color_transfer': 'rct', 'optim.lr_g': 5e-4, 'optim.ema': 0.5}))
 
 def data_kw(case:str) -> dict:
     "Generated faces with irregular masks, the same in every process."
@@ -34,19 +28,17 @@ def data_kw(case:str) -> dict:
     return dict(src=faces(), dst=faces()) if case == 'swap' else dict(data=faces())
 
 def worker(phase:str, root:Path):
-    from dfl_gan.train import Trainer
-    from dfl_gan.swap import SwapTrainer
-    from dfl_gan.checkpoints import save_checkpoint, resume
+    from dfl_gan.train import Trainer, TASKS
+    from dfl_gan.checkpoints import save_checkpoint, load
     for case, cfg in configs().items():
-        cls = SwapTrainer if case == 'swap' else Trainer
         if phase == 'straight':
-            t = cls(cfg, **data_kw(case)); t.fit(2 * N, progress=False); save_checkpoint(t, root / case / 'straight')
+            t = Trainer(cfg, **data_kw(case)); t.fit(2 * N, progress=False); save_checkpoint(t, root / case / 'straight')
         elif phase == 'first':
-            t = cls(cfg, **data_kw(case)); t.fit(N, progress=False); save_checkpoint(t, root / case / 'split')
+            t = Trainer(cfg, **data_kw(case)); t.fit(N, progress=False); save_checkpoint(t, root / case / 'split')
         else:  # 'second': continue the split run; and, as a control, the same with the random state thrown away
             for name, reseed in (('reseeded', True), ('split', False)):
-                t = resume(root / case / 'split', **data_kw(case))
-                assert type(t) is cls and t.step_count == N, (type(t), t.step_count)
+                t = load(root / case / 'split', **data_kw(case))
+                assert type(t.task) is TASKS[cfg.model.mode] and t.step_count == N, (type(t.task), t.step_count)
                 if reseed: torch.manual_seed(1234)
                 t.fit(N, progress=False); save_checkpoint(t, root / case / name)
 
@@ -80,17 +72,18 @@ def runs(tmp_path_factory):
     finish(straight); finish(second)
     return root
 
-@pytest.mark.parametrize('case', ['ae', 'gan', 'swap'])
+@pytest.mark.parametrize('case', ['ae', 'gan', 'adaptive', 'swap'])
 def test_split_run_equals_straight_run(runs, case):
     from dfl_gan.checkpoints import latest_valid_checkpoint
-    (ps, a), (pb, b) = latest_valid_checkpoint(runs / case / 'straight'), latest_valid_checkpoint(runs / case / 'split')
+    a, b = latest_valid_checkpoint(runs / case / 'straight')[1], latest_valid_checkpoint(runs / case / 'split')[1]
     assert a['step'] == b['step'] == 2 * N and len(a['history']['rows']) == 2 * N
     for ck in (a, b): ck.pop('provenance')   # holds the time of the save
     assert differences(a, b) == []
     assert json.dumps(a['history']) == json.dumps(b['history'])   # floats exactly, NaN included
     if case == 'ae': assert [r['gan_on'] for r in a['history']['rows']] == [0] * (N + 1) + [1] * (N - 1)
+    if case == 'adaptive': assert 0 < sum(r['d_updated'] for r in a['history']['rows']) < 2 * N   # D rested: the state matters
 
-@pytest.mark.parametrize('case', ['ae', 'gan', 'swap'])
+@pytest.mark.parametrize('case', ['ae', 'gan', 'adaptive', 'swap'])
 def test_the_comparison_sees_a_lost_random_state(runs, case):
     "The control: resuming with the random state replaced ends elsewhere, so the equality above is not vacuous."
     from dfl_gan.checkpoints import latest_valid_checkpoint
