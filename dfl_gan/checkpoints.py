@@ -161,14 +161,25 @@ def restore(ck:dict,               # a checkpoint from `read_checkpoint`
     cfg = Config.from_dict(ck['config'])
     changes = _overrides(cfg, overrides or {})
     cfg.set_many({n: new for n, (_, new) in changes.items()})
+    leaving_pretrain = ck['config']['run']['pretrain'] and not cfg.run.pretrain
     trainer = Trainer(cfg, **kw)
-    try: trainer.load_state_dict(ck)
+    try: trainer.load_state_dict(ck, sampler=not leaving_pretrain)
     except StateError as e: raise CheckpointError(f'{path}: {e}') from None
     set_rng_state(ck['rng'])
+    if leaving_pretrain: _end_pretraining(trainer)
     for n, (old, new) in changes.items(): trainer.history.add_event(trainer.step_count, 'set', name=n, old=old, new=new)
     return trainer
 
-# %% ../nbs/08_checkpoints.ipynb #baee4e56
+def _end_pretraining(trainer:Trainer):
+    "DeepFaceLab's end of pretraining: fresh inter layers, step 0, no records (the events stay)."
+    with trainer.lock:
+        trainer.task.reset_inters()
+        trainer.history.load_state_dict(dict(rows=[], events=trainer.history.events))
+        trainer.history.add_event(0, 'pretrain_end', after_steps=trainer.step_count)
+        trainer.step_count = 0
+        trainer.guard.snapshot(0, trainer.nets, trainer.opts)
+
+# %% ../nbs/08_checkpoints.ipynb #9ba55a3b
 def checkpoint_bytes(trainer:Trainer) -> int:
     "Estimated size of `trainer`'s checkpoint: its networks, the optimisers' two moments (one for RMSprop) and the EMA."
     size = lambda m: sum(v.numel() * v.element_size() for v in m.state_dict().values() if hasattr(v, 'numel'))
@@ -200,7 +211,7 @@ def _remove_temp(run_dir:Path):
     "Delete the temporary files of saves that were killed."
     for p in run_dir.glob('checkpoint*.tmp'): p.unlink(missing_ok=True)
 
-# %% ../nbs/08_checkpoints.ipynb #a730d689
+# %% ../nbs/08_checkpoints.ipynb #202fca7d
 def save_checkpoint(trainer:Trainer, # the trainer to save
                     run_dir,         # its run folder (created if needed)
                     keep_last:int=3, # numbered checkpoints kept, the new one included
@@ -223,7 +234,7 @@ def save_checkpoint(trainer:Trainer, # the trainer to save
     for p in others[keep_last - 1:]: p.unlink(missing_ok=True)
     return path
 
-# %% ../nbs/08_checkpoints.ipynb #1f237222
+# %% ../nbs/08_checkpoints.ipynb #19e8e43b
 def check_space(trainer:Trainer, # the trainer about to run
                 run_dir,         # where its checkpoints go
                 keep_last:int=3, # numbered checkpoints kept
@@ -238,7 +249,7 @@ def check_space(trainer:Trainer, # the trainer about to run
                         f'({_mb(each)} each, run.keep_last={keep_last} plus the one being written); free some space or lower --run.keep_last')
     return need
 
-# %% ../nbs/08_checkpoints.ipynb #bfbc8881
+# %% ../nbs/08_checkpoints.ipynb #25511f9d
 def check_writable(out) -> Path:
     "Create `out` and prove a file can be written there; a `DataError` naming the folder otherwise."
     out = Path(out)
@@ -256,7 +267,7 @@ def check_fresh(out) -> Path:
                         '`dfl-gan train --out DIR --resume`, or choose another --out folder')
     return Path(out)
 
-# %% ../nbs/08_checkpoints.ipynb #b7aa0be4
+# %% ../nbs/08_checkpoints.ipynb #ed8780b4
 class Autosave(Callback):
     "`Trainer.fit` callback: `save_checkpoint` every `every_steps` steps and/or `every_minutes` minutes, and at the end."
     order = -10
@@ -290,7 +301,7 @@ class Autosave(Callback):
     def after_fit(self, trainer):
         if self.at_end and self.last_step != trainer.step_count: self.save(trainer)
 
-# %% ../nbs/08_checkpoints.ipynb #b28a5afe
+# %% ../nbs/08_checkpoints.ipynb #4f9d7ea0
 def latest_valid_checkpoint(run_dir) -> tuple[Path, dict]:
     "The newest checkpoint in `run_dir` that loads, as (path, checkpoint); skipped ones are warnings."
     run_dir, reasons = Path(run_dir), []

@@ -138,8 +138,8 @@ def parse_archi(archi:str, # e.g. 'liae-ud', 'df', 'df-udt'
                 ) -> tuple:
     "('df' | 'liae', option letters) of a DeepFaceLab architecture string; `ConfigError` if it is not one."
     base, dash, letters = archi.partition('-')
-    if base not in ('df', 'liae') or (dash and not letters) or not set(letters) <= set('udt'):
-        raise ConfigError(f"model.archi must be 'df' or 'liae' with optional '-' and letters from 'udt' (e.g. 'liae-ud'), got {archi!r}")
+    if base not in ('df', 'liae') or (dash and not letters) or not set(letters) <= set('udtc'):
+        raise ConfigError(f"model.archi must be 'df' or 'liae' with optional '-' and letters from 'udtc' (e.g. 'liae-ud'), got {archi!r}")
     return base, letters
 
 def saehd_step(archi:str) -> int:
@@ -152,21 +152,21 @@ class ModelConfig(Section):
     "What networks are built."
     _name = 'model'
     mode: str = opt('ae', 'what is trained: gan (noise→image), ae (image→code→image), swap (SAEHD src/dst face swap)', ('gan', 'ae', 'swap'), changes='never')
-    resolution: int = opt(64, 'image side in pixels: 4·2^k from 32 to 512 (gan, ae); a multiple of 16, of 32 with archi letters d or t (swap)', lo=16, hi=512, changes='never')
+    resolution: int = opt(64, 'image side in pixels: 4·2^k from 32 to 512 (gan, ae); a multiple of 16 up to 640, of 32 with archi letters d or t (swap)', lo=16, hi=640, changes='never')
     latent_dim: int = opt(128, 'size of z (gan) or of the encoder code (ae)', lo=1, hi=8192, changes='never')
     g_width: int = opt(256, "channels of the generator's first 4×4 map; halved per upsampling stage", lo=8, hi=2048, changes='never')
     g_res_blocks: int = opt(2, 'residual blocks after the fully connected layer', lo=0, hi=32, changes='never')
     upsample: str = opt('pixel_shuffle', 'upsampling: pixel_shuffle (DeepFaceLab), transpose, nearest (+conv)', ('pixel_shuffle', 'transpose', 'nearest'), changes='never')
     d_width: int = opt(64, "channels of the discriminator's (and encoder's) first conv; doubled per stage", lo=8, hi=1024, changes='never')
     init: str = opt('xavier_uniform', 'weight init (spec §4.3): xavier_uniform (DeepFaceLab), xavier_normal, he_uniform, he_normal, normal02', ('xavier_uniform', 'xavier_normal', 'he_uniform', 'he_normal', 'normal02', 'default'), changes='never')
-    archi: str = opt('liae-ud', 'SAEHD architecture (swap): df or liae, with letters u, d, t', None, changes='never')
+    archi: str = opt('liae-ud', 'SAEHD architecture (swap): df or liae, with letters u (pixel norm), d (double), t (deeper), c (x·cos x activations)', None, changes='never')
     ae_dims: int = opt(256, 'SAEHD autoencoder dims', lo=8, hi=4096, changes='never')
     e_dims: int = opt(64, 'SAEHD encoder dims', lo=8, hi=1024, changes='never')
     d_dims: int = opt(64, 'SAEHD decoder dims', lo=8, hi=1024, changes='never')
     d_mask_dims: int = opt(22, 'SAEHD decoder mask dims', lo=4, hi=1024, changes='never')
     discriminator: str = opt('spec', 'discriminator: spec (conv+LReLU→FC; gan and ae), patch, unet (DeepFaceLab GAN), none', ('spec', 'patch', 'unet', 'none'), changes='never')
     gan_dims: int = opt(16, 'base width of the patch / U-Net discriminator', lo=4, hi=512, changes='never')
-    gan_patch_size: int = opt(0, 'patch discriminator receptive field; 0 = resolution/8 (DeepFaceLab)', lo=0, hi=512, changes='never')
+    gan_patch_size: int = opt(0, 'patch discriminator receptive field; 0 = resolution/8 (DeepFaceLab)', lo=0, hi=640, changes='never')
 
     def _check(self):
         step = saehd_step(self.archi)
@@ -197,6 +197,9 @@ class LossConfig(Section):
     masked_training: bool = opt(True, 'swap: compute reconstruction inside the (blurred) face mask', changes='live')
     eyes_mouth_priority: bool = opt(False, 'swap: extra weight on eyes and mouth (needs landmarks)')
     true_face_power: float = opt(0.0, 'swap: weight of the code discriminator ("true face"), DF only; it is built when this is > 0', lo=0)
+    blur_out_mask: bool = opt(False, 'swap: blur the background next to the face mask in the targets (DeepFaceLab blur_out_mask; needs exact masks)', changes='live')
+    face_style_power: float = opt(0.0, "swap: DeepFaceLab's face style power (0-100): src→dst learns dst's colours inside the mask", lo=0, hi=100, changes='live')
+    bg_style_power: float = opt(0.0, "swap: DeepFaceLab's background style power (0-100): src→dst learns dst's background", lo=0, hi=100, changes='live')
 
     def _check(self):
         if len(self.perc_layer_weights) != len(self.perc_layers):
@@ -212,14 +215,17 @@ class OptimConfig(Section):
     lr_d: float = opt(2e-4, 'discriminator learning rate', lo=0, hi=1, changes='live')
     beta1: float = opt(0.5, 'Adam β1 (0.5 is the DCGAN choice)', lo=0, hi=1, changes='live')
     beta2: float = opt(0.999, 'Adam β2', lo=0, hi=1, changes='live')
-    weight_decay: float = opt(0.0, 'decoupled weight decay applied by the optimiser', lo=0, changes='live')
+    weight_decay: float = opt(0.0, 'weight decay: decoupled with AdamW, an L2 term added to the gradient (coupled) with Adam, RMSprop and AdaBelief', lo=0, changes='live')
     schedule: str = opt('constant', 'LR schedule for both networks: constant, step, cosine', ('constant', 'step', 'cosine'), changes='live')
     warmup_steps: int = opt(0, 'linear LR warm-up steps', lo=0, changes='live')
     step_size: int = opt(1000, 'step schedule: steps between LR drops', lo=1, changes='live')
     gamma: float = opt(0.5, 'step schedule: LR factor per drop', lo=0, hi=1, changes='live')
     min_lr_factor: float = opt(0.0, 'cosine schedule: final LR as a fraction of the start', lo=0, hi=1, changes='live')
-    clip_grad: float = opt(0.0, 'global gradient-norm clip (0 = off; DeepFaceLab 1.0)', lo=0, changes='live')
-    lr_dropout: float = opt(1.0, 'LR dropout keep probability (1 = off; DeepFaceLab 0.3)', lo=0.01, hi=1, changes='live')
+    clip_grad: float = opt(0.0, "global gradient-norm clip (0 = off, DeepFaceLab's default; its clipgrad option is 1.0)", lo=0, changes='live')
+    lr_dropout: float = opt(1.0, 'LR dropout keep probability (1 = off; DeepFaceLab 0.3, with lr_cos 500)', lo=0.01, hi=1, changes='live')
+    lr_cos: int = opt(0, "period in steps of DeepFaceLab's cosine LR cycle lr·(cos(2π·step/lr_cos)+1)/2 (0 = off; DeepFaceLab 500 with LR dropout)", lo=0, changes='live')
+    sum_batch_loss: bool = opt(False, "differentiate the batch's summed loss, as DeepFaceLab does, instead of its mean (gradients × batch size: matters for clip_grad and the optimiser's eps)", changes='live')
+    g_first: bool = opt(False, "update G before D, which then judges the refreshed fake (DeepFaceLab's order; off: the spec's D-then-G step on one fake)", changes='live')
     d_steps: int = opt(1, 'D updates per G update (fixed balance)', lo=1, hi=100, changes='live')
     balance: str = opt('fixed', 'balance strategy: fixed (d_steps:1) or adaptive (D rests while its accuracy > balance_threshold)', ('fixed', 'adaptive'), changes='live')
     balance_threshold: float = opt(0.8, 'D accuracy above which D is winning: adaptive balance rests D, the balance report says so', lo=0.5, hi=1, changes='live')
@@ -237,11 +243,14 @@ class DataConfig(Section):
     batch_size: int = opt(16, 'images per step', lo=1, hi=4096)
     workers: int = opt(0, 'threads that decode a face folder into memory (0 = one per CPU core)', lo=0, hi=64)
     random_warp: bool = opt(True, "DeepFaceLab's random warp of the input (target stays unwarped)", changes='live')
-    warp_cells: int = opt(5, 'random warp grid cells', choices=(3, 5, 9), changes='live')
-    affine: bool = opt(True, 'random rotation ±10°, scale ±15 %, shift ±5 %, shared by input and target', changes='live')
-    flip: bool = opt(True, 'random horizontal flips', changes='live')
-    hsv_jitter: float = opt(0.0, 'random hue/saturation/value jitter strength', lo=0, hi=1, changes='live')
-    color_transfer: str = opt('none', 'swap: colour transfer src→dst statistics: none, rct, lct', ('none', 'rct', 'lct'), changes='live')
+    warp_cells: int = opt(0, "random warp grid points per side: 3, 5, 9, or 0 = one of them at random per face (DeepFaceLab)", choices=(0, 3, 5, 9), changes='live')
+    affine: bool = opt(True, 'random rotation ±10°, zoom 1/1.15 to 1.15, shift ±5 % (DeepFaceLab), shared by input and target', changes='live')
+    flip: bool = opt(True, 'gan/ae: random horizontal flips', changes='live')
+    random_src_flip: bool = opt(False, 'swap: random horizontal flips of src faces (DeepFaceLab off)', changes='live')
+    random_dst_flip: bool = opt(True, 'swap: random horizontal flips of dst faces (DeepFaceLab on)', changes='live')
+    hsv_jitter: float = opt(0.0, "random hue/saturation/value shift of the network input only (swap: src only; DeepFaceLab's random_hsv_power, typical 0.05)", lo=0, hi=1, changes='live')
+    color_transfer: str = opt('none', "swap: recolour each src face toward a random dst face: none, rct, lct, mkl, idt, sot (DeepFaceLab's ct_mode)", ('none', 'rct', 'lct', 'mkl', 'idt', 'sot'), changes='live')
+    uniform_yaw: bool = opt(False, 'swap: draw faces evenly over 128 yaw bins (from the landmarks) so that rare side views are seen as often as frontal ones', changes='never')
 
 # %% ../nbs/00_core.ipynb #aa29d2bc
 @dataclass
@@ -257,7 +266,8 @@ class RunConfig(Section):
     compile_mode: str = opt('default', 'torch.compile mode', ('default', 'reduce-overhead', 'max-autotune'))
     fast_optim: bool = opt(True, 'fused Adam/AdamW kernels, multi-tensor (foreach) AdaBelief/RMSprop on CUDA; off = the plain per-tensor loop')
     deterministic: bool = opt(False, 'deterministic algorithms (exact resume on CPU)')
-    pretrain: bool = opt(False, 'swap: pretrain on one faceset (src is used as dst too), GAN and true face off', changes='never')
+    pretrain: bool = opt(False, "swap: pretrain on one face set (src is used as dst too) with DeepFaceLab's forced settings; resuming with it off resets the inter layers and the step count")
+    preview_history: bool = opt(False, "keep a preview every run.preview_every steps in the run folder's history/ and a timelapse.gif of them (DeepFaceLab's write_preview_history)", changes='live')
     preview_every: int = opt(100, 'steps between preview snapshots', lo=1, changes='live')
     save_every: int = opt(0, 'autosave every N steps (0 = only at the end)', lo=0, changes='live')
     keep_last: int = opt(3, 'rotating checkpoint backups kept', lo=1, changes='live')
@@ -388,14 +398,14 @@ def _notify(self:Config, changes:dict):
     for f in fns:
         if f is not None: f(changes)
 
-# %% ../nbs/00_core.ipynb #c85bb9f1
+# %% ../nbs/00_core.ipynb #c870052c
 @patch(cls_method=True)
 def swap(cls:Config, **overrides) -> Config:
-    "DeepFaceLab SAEHD's defaults for face swap (liae-ud at 128, AdaBelief 5e-5, GAN off); `overrides` are dotted settings."
+    "DeepFaceLab SAEHD's defaults for face swap (liae-ud at 128, AdaBelief 5e-5, its loss and update order, GAN off); `overrides` are dotted settings."
     c = cls()
     c.model.update(mode='swap', archi='liae-ud', resolution=128, discriminator='unet')
     c.loss.update(rec='dssim_mse', lambda_adv=0.0)
-    c.optim.update(optimizer='adabelief', lr_g=5e-5, lr_d=5e-5, beta1=0.9, clip_grad=1.0)
+    c.optim.update(optimizer='adabelief', lr_g=5e-5, lr_d=5e-5, beta1=0.9, beta2=0.999, clip_grad=0.0, sum_batch_loss=True, g_first=True)
     c.data.update(batch_size=8)
     return c.set_many(overrides)
 

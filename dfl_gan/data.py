@@ -20,14 +20,15 @@ import hashlib, importlib, io, os, pickle, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 from fastcore.basics import patch
 from torch.utils.data import Dataset
 from .core import DataError
+from .landmarks import hull_mask
 
 # %% auto #0
 __all__ = ['MAX_FILE_BYTES', 'MIN_SIDE', 'MAX_PIXELS', 'IMAGE_EXTS', 'UnsafeMetadataError', 'read_dfl_metadata',
-           'write_dfl_metadata', 'convex_hull', 'hull_mask', 'FaceSet', 'demo_faces', 'Batches']
+           'write_dfl_metadata', 'FaceSet', 'demo_faces', 'Batches']
 
 # %% ../nbs/01_data.ipynb #14d2e2cc
 class UnsafeMetadataError(DataError):
@@ -197,29 +198,7 @@ def _landmarks(meta:dict, box, resolution:int) -> np.ndarray | None:
         raise _Unusable(f'DeepFaceLab landmarks must be a finite (68, 2) array, got shape {lm.shape}')
     return (lm - np.float32(box[:2])) * np.float32(resolution / (box[2] - box[0]))
 
-# %% ../nbs/01_data.ipynb #a6291198
-def convex_hull(points, # (K, 2) points (x, y): an array, a tensor or a list of pairs
-                ) -> list[tuple[float, float]]:
-    "Convex hull by Andrew's monotone chain: the corners, ordered so that points inside have positive cross products."
-    pts = sorted(set(map(tuple, np.asarray(points, dtype=np.float32).tolist())))
-    if len(pts) < 3: return pts
-    cross = lambda o, a, b: (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-    def half(ps):
-        h = []
-        for q in ps:
-            while len(h) >= 2 and cross(h[-2], h[-1], q) <= 0: h.pop()
-            h.append(q)
-        return h[:-1]
-    return half(pts) + half(pts[::-1])
-
-def hull_mask(landmarks:np.ndarray, # (68, 2) points in pixels
-              resolution:int,       # side of the mask
-             ) -> np.ndarray:
-    "uint8 (R, R) mask, 255 inside the convex hull of `landmarks` (slightly dilated)."
-    m = Image.new('L', (resolution, resolution), 0)
-    ImageDraw.Draw(m).polygon(convex_hull(landmarks), fill=255, outline=255, width=max(1, resolution // 32))
-    return np.asarray(m)
-
+# %% ../nbs/01_data.ipynb #bd864307
 def _xseg_mask(meta:dict, size, box, resolution:int) -> np.ndarray:
     "The stored XSeg mask, cut and resized like the image."
     try:
@@ -230,7 +209,7 @@ def _xseg_mask(meta:dict, size, box, resolution:int) -> np.ndarray:
     sx, sy = m.width / size[0], m.height / size[1]
     return _resize(m, (box[0]*sx, box[1]*sy, box[2]*sx, box[3]*sy), resolution)
 
-# %% ../nbs/01_data.ipynb #ab6b66b6
+# %% ../nbs/01_data.ipynb #45b0e011
 def _load_face(path:Path, resolution:int, masks:bool) -> dict:
     data = _read_bytes(path)
     if not data: raise _Unusable('empty file (0 bytes)')
@@ -243,7 +222,7 @@ def _load_face(path:Path, resolution:int, masks:bool) -> dict:
     else: mask, src = np.full((resolution, resolution), 255, np.uint8), 'full'
     return dict(image=_resize(im, box, resolution), mask=mask, landmarks=lm, mask_source=src, size=len(data))
 
-# %% ../nbs/01_data.ipynb #6f98bbdc
+# %% ../nbs/01_data.ipynb #0e534673
 def _fmt_exts(exts) -> str: return ', '.join(exts)
 
 def _decode_all(files:list, resolution:int, masks:bool, workers:int):
@@ -270,7 +249,7 @@ def _list_faces(folder:Path, exts) -> list[Path]:
         raise DataError(f'no images in {folder}: {found}; {expect}')
     return files
 
-# %% ../nbs/01_data.ipynb #66f2ffad
+# %% ../nbs/01_data.ipynb #229b91bf
 class FaceSet(Dataset):
     "Aligned faces from a folder, decoded once into uint8 tensors."
     def __init__(self, path,                      # folder of aligned face images
@@ -313,7 +292,7 @@ class FaceSet(Dataset):
         src = {s: self.mask_source.count(s) for s in ('xseg', 'landmarks', 'full') if s in self.mask_source}
         return f'FaceSet({self.name!r}: {len(self)} faces at {self.resolution}px, masks {src}, {len(self.skipped)} skipped)'
 
-# %% ../nbs/01_data.ipynb #f0b31d07
+# %% ../nbs/01_data.ipynb #4a6ed449
 @patch
 def _set(self:FaceSet, images, masks, landmarks, mask_source, files, sizes, skipped, name):
     "Hold decoded faces: uint8 images and masks, landmarks (NaN rows where a face has none), and where each came from."
@@ -323,7 +302,7 @@ def _set(self:FaceSet, images, masks, landmarks, mask_source, files, sizes, skip
     self.landmarks = None if not self.has_landmarks.any() else torch.from_numpy(
         np.stack([l if l is not None else np.full((68, 2), np.nan, np.float32) for l in landmarks]))
 
-# %% ../nbs/01_data.ipynb #65fc218f
+# %% ../nbs/01_data.ipynb #948248cd
 @torch.no_grad()
 def _as_uint8(x:torch.Tensor, what:str, channels:tuple) -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] not in channels or x.shape[2] != x.shape[3]:
@@ -356,7 +335,7 @@ def from_tensor(cls:FaceSet, images:torch.Tensor, # (N, 3, R, R) (or N, 1, R, R)
     fs._set(imgs, ms, [None] * len(imgs), ['full' if masks is None else 'tensor'] * len(imgs), [], [], [], name)
     return fs
 
-# %% ../nbs/01_data.ipynb #5f24c8ec
+# %% ../nbs/01_data.ipynb #7930ca03
 _ASTRONAUT_FACE = (225, 118)  # centre (x, y) of Eileen Collins' face in the 512×512 image
 
 def _astronaut_crops(resolution:int) -> torch.Tensor:
@@ -378,7 +357,7 @@ def demo_faces(resolution:int=64, # output side in pixels
     lfw = (lfw.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
     return FaceSet.from_tensor(torch.cat([lfw, _astronaut_crops(resolution)]), name='demo: skimage lfw_subset + astronaut')
 
-# %% ../nbs/01_data.ipynb #dee0e3e5
+# %% ../nbs/01_data.ipynb #49095b71
 class Batches:
     "Infinite sampler of shuffled batches from a FaceSet, on `device`, with exact resume."
     def __init__(self, faceset:FaceSet, # the faces
@@ -386,16 +365,19 @@ class Batches:
                  device='cpu',          # where batches are delivered
                  seed:int=0,            # shuffling seed
                  cache_bytes:int=2**30, # on an accelerator, a face set (images + masks) up to this size is kept there
+                 groups:list|None=None, # index lists: draw a group, then a face of it (DeepFaceLab's uniform yaw)
                 ):
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
-        self.faceset, self.batch_size, self.device, self.seed = faceset, batch_size, torch.device(device), seed
+        self.faceset, self.batch_size, self.device, self.seed, self.groups = faceset, batch_size, torch.device(device), seed, groups
         self.gen = torch.Generator().manual_seed(seed)
-        self.epoch, self.index, self.perm = 0, 0, torch.randperm(len(faceset), generator=self.gen)
+        self.epoch, self.index, self.perm = 0, 0, torch.randperm(len(groups) if groups else len(faceset), generator=self.gen)
+        self.inner = [torch.zeros(0, dtype=torch.long) for _ in groups or ()]   # each group's shuffled order, drawn when needed
         fs = faceset
         cached = self.device.type != 'cpu' and fs.images.nbytes + fs.masks.nbytes <= cache_bytes
         self.images, self.masks = (fs.images.to(self.device), fs.masks.to(self.device)) if cached else (fs.images, fs.masks)
 
     def _indices(self) -> torch.Tensor:
+        if self.groups: return torch.tensor([self._grouped() for _ in range(self.batch_size)])
         out, need = [], self.batch_size
         while need:
             if self.index == len(self.perm):
@@ -413,10 +395,30 @@ class Batches:
             img, msk = img.to(self.device, non_blocking=True), msk.to(self.device, non_blocking=True)
         return dict(image=img.float().div_(255), mask=msk.float().div_(255))
 
-    def state_dict(self) -> dict:
-        return dict(seed=self.seed, epoch=self.epoch, index=self.index, perm=self.perm.clone(), generator=self.gen.get_state(), n=len(self.faceset))
+# %% ../nbs/01_data.ipynb #7a028636
+@patch
+def state_dict(self:Batches) -> dict:
+    "Position and randomness, for a checkpoint."
+    return dict(seed=self.seed, epoch=self.epoch, index=self.index, perm=self.perm.clone(), generator=self.gen.get_state(),
+                n=len(self.faceset), groups=len(self.groups or ()), inner=[p.clone() for p in self.inner])
 
-    def load_state_dict(self, sd:dict):
-        if sd['n'] != len(self.faceset): raise DataError(f'sampler state is for {sd["n"]} faces, this face set has {len(self.faceset)}')
-        self.seed, self.epoch, self.index, self.perm = sd['seed'], sd['epoch'], sd['index'], sd['perm'].clone()
-        self.gen.set_state(sd['generator'])
+@patch
+def load_state_dict(self:Batches, sd:dict):
+    "Continue from `sd`; a state of the other kind of sampler (uniform yaw switched) keeps its randomness and starts a new order."
+    if sd['n'] != len(self.faceset): raise DataError(f'sampler state is for {sd["n"]} faces, this face set has {len(self.faceset)}')
+    self.gen.set_state(sd['generator'])
+    if sd.get('groups', 0) != len(self.groups or ()):
+        self.epoch, self.index, self.perm = sd['epoch'], 0, torch.randperm(len(self.perm), generator=self.gen); return
+    self.seed, self.epoch, self.index, self.perm = sd['seed'], sd['epoch'], sd['index'], sd['perm'].clone()
+    self.inner = [p.clone() for p in sd.get('inner', [])]
+
+# %% ../nbs/01_data.ipynb #2465d853
+@patch
+def _grouped(self:Batches) -> int:
+    "The next face of a grouped draw: the next group of a shuffled cycle of groups, then the next face of its own cycle."
+    if self.index == len(self.perm): self.epoch, self.index, self.perm = self.epoch + 1, 0, torch.randperm(len(self.groups), generator=self.gen)
+    g = int(self.perm[self.index]); self.index += 1
+    members = self.groups[g]
+    if len(self.inner[g]) == 0: self.inner[g] = torch.randperm(len(members), generator=self.gen)
+    face, self.inner[g] = members[int(self.inner[g][0])], self.inner[g][1:]
+    return face

@@ -17,13 +17,12 @@ from urllib.parse import urlparse
 import torch, torch.nn as nn, torch.nn.functional as F
 import torchvision
 from .core import DataError
-from .data import convex_hull
 
 # %% auto #0
-__all__ = ['VGG16_LAYERS', 'd_loss', 'g_adv_loss', 'd_stats', 'code_d_loss', 'true_face_loss', 'rec_loss', 'mse', 'blur_mask',
-           'gaussian_window', 'dssim_filter_size', 'dssim', 'dfl_rec_loss', 'mask_loss', 'eyes_mouth_mask',
-           'eyes_mouth_loss', 'WeightsNotFoundError', 'load_vgg16_features', 'PerceptualLoss', 'l2_penalty',
-           'r1_penalty', 'total_loss']
+__all__ = ['VGG16_LAYERS', 'd_loss', 'g_adv_loss', 'd_stats', 'code_d_loss', 'true_face_loss', 'rec_loss', 'mse', 'gaussian_blur',
+           'blur_mask', 'gaussian_window', 'dssim_filter_size', 'dssim', 'dfl_rec_loss', 'mask_loss', 'eyes_mouth_loss',
+           'style_loss', 'total_variation_mse', 'WeightsNotFoundError', 'load_vgg16_features', 'PerceptualLoss',
+           'l2_penalty', 'r1_penalty', 'total_loss']
 
 # %% ../nbs/04_losses.ipynb #bdf069a9
 def _heads(logits) -> tuple:
@@ -99,14 +98,18 @@ def _sep_conv(x:torch.Tensor, g:torch.Tensor, padding:int=0) -> torch.Tensor:
     x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), padding=(padding, 0), groups=c)
     return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), padding=(0, padding), groups=c)
 
+def gaussian_blur(x:torch.Tensor, # (N,C,H,W)
+                  sigma:float,     # standard deviation in pixels
+                  ) -> torch.Tensor:
+    "DeepFaceLab's `gaussian_blur`: every channel, kernel max(3, int(4σ)) made odd, zero padding."
+    k = max(3, int(4 * sigma)); k += 1 - k % 2
+    return _sep_conv(x.float(), _gauss1d(k, sigma, x.device), padding=k // 2)
+
 def blur_mask(mask:torch.Tensor,    # (N,1,H,W) face mask in [0, 1]
               radius:float|None=None, # Gaussian sigma; default max(1, H // 32) as DeepFaceLab
               ) -> torch.Tensor:
     "DeepFaceLab's feathered training mask: clip(gaussian_blur(mask, res/32), 0, ½)·2."
-    radius = radius or max(1, mask.shape[-2] // 32)
-    k = max(3, int(4 * radius + 1))
-    out = _sep_conv(mask.float(), _gauss1d(k, radius, mask.device), padding=k // 2).clamp(0, .5) * 2
-    return out[..., :mask.shape[-2], :mask.shape[-1]]   # an even kernel (fractional radius) adds one row and column
+    return gaussian_blur(mask, radius or max(1, mask.shape[-2] // 32)).clamp(0, .5) * 2
 
 # %% ../nbs/04_losses.ipynb #f3af0bbd
 def gaussian_window(size:int,        # window side in pixels
@@ -166,46 +169,38 @@ def mask_loss(pred_mask:torch.Tensor,   # predicted mask (N,1,H,W) from the deco
     "The mask branch's loss: weight·MSE."
     return weight * mse(pred_mask, target_mask)
 
-# %% ../nbs/04_losses.ipynb #e5e9f71e
-_EM_PARTS = (slice(36, 42), slice(42, 48), slice(48, 60))   # left eye, right eye, outer lips
-
-def _fill_convex(hull:torch.Tensor, h:int, w:int) -> torch.Tensor:
-    "1 where a pixel centre lies inside (or on) the convex polygon `hull`, else 0."
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing='ij')
-    a, b = hull, hull.roll(-1, 0)
-    cr = (b[:, 0] - a[:, 0])[:, None, None] * (ys - a[:, 1, None, None]) - (b[:, 1] - a[:, 1])[:, None, None] * (xs - a[:, 0, None, None])
-    return (cr >= 0).all(0).float() if len(hull) >= 3 else torch.zeros(h, w)
-
-def eyes_mouth_mask(landmarks,        # (68,2) or (N,68,2) landmarks, pixel (x, y) of the aligned face
-                    resolution:int,   # side of the (square) face image
-                    face_mask:torch.Tensor|None=None, # optional (N,1,H,W): the result is cut to mask > 0
-                    ) -> torch.Tensor:
-    "DeepFaceLab's soft eyes-and-mouth mask (N,1,res,res) from 68-point landmarks."
-    lm = torch.as_tensor(landmarks, dtype=torch.float32).cpu()
-    lm = lm[None] if lm.ndim == 2 else lm
-    if lm.shape[1:] != (68, 2): raise ValueError(f'eyes_mouth_mask needs (N,68,2) landmarks, got {tuple(lm.shape)}')
-    m = torch.stack([sum(_fill_convex(torch.tensor(convex_hull(l[s])), resolution, resolution) for s in _EM_PARTS) for l in lm])[:, None]
-    r = resolution // 64
-    if r: m = F.max_pool2d(m, 2 * r + 1, 1, r)
-    k = resolution // 16; k += 1 - k % 2
-    if k > 1: m = _sep_conv(F.pad(m, (k // 2,) * 4, mode='reflect'), _gauss1d(k, 0.3 * ((k - 1) * 0.5 - 1) + 0.8))
-    m = m.clamp(0, 1)
-    if face_mask is not None: m = m.to(face_mask.device) * (face_mask > 0)
-    return m
-
+# %% ../nbs/04_losses.ipynb #fd34a3a5
 def eyes_mouth_loss(pred:torch.Tensor,   # reconstruction (N,3,H,W)
                     target:torch.Tensor, # target (N,3,H,W)
-                    em_mask:torch.Tensor, # (N,1,H,W) from `eyes_mouth_mask`
+                    em_mask:torch.Tensor, # (N,1,H,W) eyes-and-mouth mask
                     weight:float=300,    # DeepFaceLab 300
                     ) -> torch.Tensor:
     "DeepFaceLab's eyes-and-mouth priority term: weight·mean|target·em − pred·em|."
     return weight * rec_loss(pred, target, 'l1', em_mask)
 
-# %% ../nbs/04_losses.ipynb #739e0dbf
+# %% ../nbs/04_losses.ipynb #c9da3d1b
+def style_loss(content:torch.Tensor, # (N,C,H,W) the image whose statistics are pulled
+               style:torch.Tensor,   # (N,C,H,W) the image whose statistics are the goal
+               blur_radius:float=0.0, # Gaussian blur of both first (0 = none)
+               weight:float=1.0,
+               ) -> torch.Tensor:
+    "DeepFaceLab's style loss per sample (N,): Σ_c (μ−μ')² + (σ−σ')², times weight / C."
+    if blur_radius > 0: content, style = gaussian_blur(content, blur_radius), gaussian_blur(style, blur_radius)
+    stats = lambda x: (x.float().mean((2, 3)), (x.float().var((2, 3), unbiased=False) + 1e-5).sqrt())
+    (cm, cs), (sm, ss) = stats(content), stats(style)
+    return ((cm - sm).pow(2).sum(1) + (cs - ss).pow(2).sum(1)) * (weight / content.shape[1])
+
+def total_variation_mse(images:torch.Tensor, # (N,C,H,W)
+                        ) -> torch.Tensor:
+    "Per-sample (N,) sum of squared differences between vertically and horizontally neighbouring pixels."
+    x = images.float()
+    return (x[:, :, 1:] - x[:, :, :-1]).pow(2).sum((1, 2, 3)) + (x[..., 1:] - x[..., :-1]).pow(2).sum((1, 2, 3))
+
+# %% ../nbs/04_losses.ipynb #c507ef15
 VGG16_LAYERS = dict(relu1_1=1, relu1_2=3, relu2_1=6, relu2_2=8, relu3_1=11, relu3_2=13, relu3_3=15,
                     relu4_1=18, relu4_2=20, relu4_3=22, relu5_1=25, relu5_2=27, relu5_3=29)
 
-# %% ../nbs/04_losses.ipynb #31276a7c
+# %% ../nbs/04_losses.ipynb #8d5c67c2
 class WeightsNotFoundError(FileNotFoundError):
     "Pretrained weights are neither in the torch hub cache nor at the given path; the message says how to provide them."
 
@@ -249,7 +244,7 @@ def load_vgg16_features(weights='imagenet', # 'imagenet' (torchvision's weights 
         raise WeightsNotFoundError(f'{cached} is not in the torch hub cache and downloading {tv.url} failed ({e}). ' + _how_to_provide(cached)) from None
     return _features_from_state_dict(sd, tv.url)
 
-# %% ../nbs/04_losses.ipynb #2a32e895
+# %% ../nbs/04_losses.ipynb #b50437d1
 class PerceptualLoss(nn.Module):
     "VGG16 perceptual loss: weighted per-layer MSE (or L1) between the features of `pred` and `target` in [0, 1]."
     def __init__(self, layers=('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3'), # VGG16 layers compared (names in `VGG16_LAYERS`)
@@ -289,14 +284,14 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad(): ft = self.features(target)
         return sum(w * rec_loss(p, t, self.kind) for w, p, t in zip(self.idx.values(), self.features(pred), ft))
 
-# %% ../nbs/04_losses.ipynb #04dff4b6
+# %% ../nbs/04_losses.ipynb #72edd471
 def l2_penalty(*modules:nn.Module) -> torch.Tensor:
     "Σ w² over the weights (parameters with ndim >= 2) of `modules`, each parameter counted once."
     ps = {id(p): p for m in modules for p in m.parameters() if p.ndim >= 2}
     if not ps: return torch.zeros(())
     return sum(p.float().pow(2).sum() for p in ps.values())
 
-# %% ../nbs/04_losses.ipynb #1c2c97c8
+# %% ../nbs/04_losses.ipynb #a8b6c7d6
 def r1_penalty(real_logits,              # D's logits on `real_images` (a tensor or a tuple of heads)
                real_images:torch.Tensor, # the real batch, with requires_grad=True before D saw it
                ) -> torch.Tensor:
@@ -307,7 +302,7 @@ def r1_penalty(real_logits,              # D's logits on `real_images` (a tensor
     g, = torch.autograd.grad(out, real_images, create_graph=True)
     return 0.5 * g.float().pow(2).flatten(1).sum(1).mean()
 
-# %% ../nbs/04_losses.ipynb #d0a7d4be
+# %% ../nbs/04_losses.ipynb #c44f031d
 def total_loss(terms:dict,   # name → 0-d loss tensor
                weights:dict, # name → λ; the sum runs over these keys
                ) -> torch.Tensor:

@@ -21,43 +21,50 @@ from fastcore.basics import patch
 from .core import ConfigError, spec_stages, parse_archi, saehd_step
 
 # %% auto #0
-__all__ = ['UPSAMPLE_MODES', 'Downscale', 'Upscale', 'ResidualBlock', 'up_block', 'Generator', 'Discriminator', 'Encoder',
-           'receptive_field', 'patch_layers', 'PatchDiscriminator', 'UNetPatchDiscriminator', 'pixel_norm',
+__all__ = ['UPSAMPLE_MODES', 'dfl_act', 'Downscale', 'Upscale', 'ResidualBlock', 'up_block', 'Generator', 'Discriminator',
+           'Encoder', 'receptive_field', 'patch_layers', 'PatchDiscriminator', 'UNetPatchDiscriminator', 'pixel_norm',
            'SAEEncoder', 'SAEInter', 'SAEDecoder', 'SAEHD', 'n_params', 'CodeDiscriminator', 'init_weights',
            'build_discriminator']
 
-# %% ../nbs/03_models.ipynb #d340972a
+# %% ../nbs/03_models.ipynb #bcfbbdfb
+def dfl_act(x:torch.Tensor, slope:float, cos:bool=False) -> torch.Tensor:
+    "DeepFaceLab's activation: LeakyReLU(`slope`), or x·cos(x) with the archi letter `c`."
+    return x * torch.cos(x) if cos else F.leaky_relu(x, slope)
+
 class Downscale(nn.Module):
     "DeepFaceLab's downscale: k×k conv with stride 2, then LeakyReLU(0.1); halves H and W."
     def __init__(self, cin:int,  # input channels
                  cout:int,       # output channels
                  k:int=5,        # kernel size (padding k//2)
+                 cos:bool=False, # x·cos(x) instead of LeakyReLU (SAEHD's `c`)
                  ):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=2, padding=k // 2)
+        self.conv, self.cos = nn.Conv2d(cin, cout, k, stride=2, padding=k // 2), cos
 
-    def forward(self, x): return F.leaky_relu(self.conv(x), 0.1)
+    def forward(self, x): return dfl_act(self.conv(x), 0.1, self.cos)
 
 class Upscale(nn.Module):
     "DeepFaceLab's upscale: k×k conv to 4·cout channels, LeakyReLU(0.1), pixel shuffle ×2; doubles H and W."
     def __init__(self, cin:int,  # input channels
                  cout:int,       # output channels (the conv makes 4·cout, the shuffle folds them into 2×2 pixels)
                  k:int=3,        # kernel size
+                 cos:bool=False, # x·cos(x) instead of LeakyReLU (SAEHD's `c`)
                  ):
         super().__init__()
-        self.conv, self.shuffle = nn.Conv2d(cin, 4 * cout, k, padding=k // 2), nn.PixelShuffle(2)
+        self.conv, self.shuffle, self.cos = nn.Conv2d(cin, 4 * cout, k, padding=k // 2), nn.PixelShuffle(2), cos
 
-    def forward(self, x): return self.shuffle(F.leaky_relu(self.conv(x), 0.1))
+    def forward(self, x): return self.shuffle(dfl_act(self.conv(x), 0.1, self.cos))
 
 class ResidualBlock(nn.Module):
     "DeepFaceLab's residual block: conv → LReLU(0.2) → conv, + input, → LReLU(0.2); keeps the shape."
     def __init__(self, ch:int,  # channels in and out
                  k:int=3,       # kernel size
+                 cos:bool=False, # x·cos(x) instead of LeakyReLU (SAEHD's `c`)
                  ):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(ch, ch, k, padding=k // 2), nn.Conv2d(ch, ch, k, padding=k // 2)
+        self.conv1, self.conv2, self.cos = nn.Conv2d(ch, ch, k, padding=k // 2), nn.Conv2d(ch, ch, k, padding=k // 2), cos
 
-    def forward(self, x): return F.leaky_relu(x + self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
+    def forward(self, x): return dfl_act(x + self.conv2(dfl_act(self.conv1(x), 0.2, self.cos)), 0.2, self.cos)
 
 # %% ../nbs/03_models.ipynb #cbecc1fe
 UPSAMPLE_MODES = ('pixel_shuffle', 'transpose', 'nearest')
@@ -207,15 +214,15 @@ def pixel_norm(x:torch.Tensor, # (N, features)
 class SAEEncoder(nn.Module):
     "SAEHD's encoder: 4 Downscales (e, 2e, 4e, 8e; `t`: 5 with residual blocks) → flatten (→ pixel norm with `u`)."
     def __init__(self, e_ch:int=64, # e_dims
-                 opts:str='',       # architecture letters ('u', 'd', 't')
+                 opts:str='',       # architecture letters ('u', 'd', 't', 'c')
                  in_ch:int=3,       # image channels
                  ):
         super().__init__()
-        e, self.u = e_ch, 'u' in opts
+        e, self.u, c = e_ch, 'u' in opts, 'c' in opts
         if 't' in opts:
-            self.body = nn.Sequential(Downscale(in_ch, e), ResidualBlock(e), Downscale(e, 2 * e), Downscale(2 * e, 4 * e),
-                                      Downscale(4 * e, 8 * e), Downscale(8 * e, 8 * e), ResidualBlock(8 * e))
-        else: self.body = nn.Sequential(Downscale(in_ch, e), Downscale(e, 2 * e), Downscale(2 * e, 4 * e), Downscale(4 * e, 8 * e))
+            self.body = nn.Sequential(Downscale(in_ch, e, cos=c), ResidualBlock(e, cos=c), Downscale(e, 2 * e, cos=c), Downscale(2 * e, 4 * e, cos=c),
+                                      Downscale(4 * e, 8 * e, cos=c), Downscale(8 * e, 8 * e, cos=c), ResidualBlock(8 * e, cos=c))
+        else: self.body = nn.Sequential(Downscale(in_ch, e, cos=c), Downscale(e, 2 * e, cos=c), Downscale(2 * e, 4 * e, cos=c), Downscale(4 * e, 8 * e, cos=c))
         self.out_ch, self.factor = 8 * e, 32 if 't' in opts else 16  # channels and downscale factor of the last map
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -230,11 +237,12 @@ class SAEInter(nn.Module):
                  out_ch:int,            # channels of the code map
                  lowest_res:int,        # L, side of the map before the upscale
                  upscale:bool=True,     # False with `t`
+                 cos:bool=False,        # x·cos(x) activations (SAEHD's `c`)
                  ):
         super().__init__()
         self.out_ch, self.lowest_res = out_ch, lowest_res
         self.dense1, self.dense2 = nn.Linear(in_features, ae_ch), nn.Linear(ae_ch, lowest_res * lowest_res * out_ch)
-        self.upscale = Upscale(out_ch, out_ch) if upscale else nn.Identity()
+        self.upscale = Upscale(out_ch, out_ch, cos=cos) if upscale else nn.Identity()
         self.out_res = lowest_res * (2 if upscale else 1)  # side of the code map
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -246,16 +254,16 @@ class SAEDecoder(nn.Module):
     def __init__(self, in_ch:int,  # channels of the code map
                  d_ch:int=64,      # d_dims
                  d_mask_ch:int=22, # d_mask_dims
-                 opts:str='',      # architecture letters ('d': sub-pixel ×2 head, 't': one more stage)
+                 opts:str='',      # architecture letters ('d': sub-pixel ×2 head, 't': one more stage, 'c': x·cos(x))
                  ):
         super().__init__()
-        mult, self.d = (8, 8, 4, 2) if 't' in opts else (8, 4, 2), 'd' in opts
+        mult, self.d, c = (8, 8, 4, 2) if 't' in opts else (8, 4, 2), 'd' in opts, 'c' in opts
         chs = [in_ch] + [d_ch * m for m in mult]
-        self.body = nn.Sequential(*[nn.Sequential(Upscale(a, b), ResidualBlock(b)) for a, b in zip(chs, chs[1:])])
+        self.body = nn.Sequential(*[nn.Sequential(Upscale(a, b, cos=c), ResidualBlock(b, cos=c)) for a, b in zip(chs, chs[1:])])
         self.out_conv = nn.Conv2d(chs[-1], 3, 1)
         self.out_convs_d = nn.ModuleList(nn.Conv2d(chs[-1], 3, 3, padding=1) for _ in range(3)) if self.d else None
         mchs = [in_ch] + [d_mask_ch * m for m in mult] + ([d_mask_ch] if self.d else [])
-        self.mask_body = nn.Sequential(*[Upscale(a, b) for a, b in zip(mchs, mchs[1:])])
+        self.mask_body = nn.Sequential(*[Upscale(a, b, cos=c) for a, b in zip(mchs, mchs[1:])])
         self.out_convm = nn.Conv2d(mchs[-1], 1, 1)
 
     def forward(self, z:torch.Tensor) -> tuple: # code → (image (N,3,H,W), mask (N,1,H,W)), both in [0, 1]
@@ -289,7 +297,7 @@ class SAEHD(nn.Module):
             raise ConfigError(f'SAEHD {archi!r}: resolution must be a positive multiple of {step}, got {resolution!r}')
         self.encoder = SAEEncoder(e_dims, opts)
         feats, lowest = self.encoder.out_ch * (resolution // self.encoder.factor) ** 2, resolution // (32 if 'd' in opts else 16)
-        inter = lambda out_ch: SAEInter(feats, ae_dims, out_ch, lowest, upscale='t' not in opts)
+        inter = lambda out_ch: SAEInter(feats, ae_dims, out_ch, lowest, upscale='t' not in opts, cos='c' in opts)
         if self.archi_type == 'df':
             self.inter = inter(ae_dims)
             self.decoder_src, self.decoder_dst = (SAEDecoder(ae_dims, d_dims, d_mask_dims, opts) for _ in range(2))
@@ -335,12 +343,26 @@ def swap(self:SAEHD, dst:torch.Tensor, # (N, 3, R, R) dst faces in [0, 1]
         (img, m), (_, dm) = _decode(self.decoder, torch.cat([ab, ab], 1), torch.cat([b, ab], 1))
     return img, m * dm
 
-# %% ../nbs/03_models.ipynb #eaa01ac0
+# %% ../nbs/03_models.ipynb #7e89a8d4
+@patch
+def src_dst(self:SAEHD, dst_code:torch.Tensor, # the `dst_code` of `forward`
+            ) -> tuple:
+    "(image, mask) of dst codes decoded as src: DF's src decoder on the code; LIAE's decoder on the code's inter_AB half, twice."
+    if self.archi_type == 'df': return self.decoder_src(dst_code)
+    ab = dst_code[:, dst_code.shape[1] // 2:]
+    return self.decoder(torch.cat([ab, ab], 1))
+
+@patch
+def inters(self:SAEHD) -> list:
+    "The inter layers: DF's `inter`, LIAE's `inter_AB` and `inter_B`."
+    return [self.inter] if self.archi_type == 'df' else [self.inter_AB, self.inter_B]
+
+# %% ../nbs/03_models.ipynb #970ed07a
 def n_params(module:nn.Module) -> int:
     "Number of parameters of `module`."
     return sum(p.numel() for p in module.parameters())
 
-# %% ../nbs/03_models.ipynb #26f70629
+# %% ../nbs/03_models.ipynb #7b54bad9
 class CodeDiscriminator(nn.Module):
     "DeepFaceLab's code discriminator on the inter code (true face): strided convs + LReLU(0.1) → (N,1,h,w) logits."
     def __init__(self, in_ch:int,  # channels of the code map (SAEHD.code_ch)
@@ -355,7 +377,7 @@ class CodeDiscriminator(nn.Module):
 
     def forward(self, code:torch.Tensor) -> torch.Tensor: return self.out_conv(self.features(code))
 
-# %% ../nbs/03_models.ipynb #ea3fa826
+# %% ../nbs/03_models.ipynb #0dd61a01
 _INITS = dict(
     xavier_uniform=lambda w, a: nn.init.xavier_uniform_(w),
     xavier_normal=lambda w, a: nn.init.xavier_normal_(w),
@@ -376,7 +398,7 @@ def init_weights(module:nn.Module,            # the network to initialise in pla
             if m.bias is not None: nn.init.zeros_(m.bias)
     return module
 
-# %% ../nbs/03_models.ipynb #8746f5d6
+# %% ../nbs/03_models.ipynb #29deb6e8
 def _patch_size(m) -> int: return m.gan_patch_size or m.resolution // 8
 
 def build_discriminator(m, # a `ModelConfig`

@@ -24,8 +24,9 @@ from .train import Trainer, Callback
 from .checkpoints import Autosave
 
 # %% auto #0
-__all__ = ['PANELS', 'BOOKKEEPING', 'ema_smooth', 'panel_keys', 'plot_history', 'save_figure', 'figure_png', 'balance_report',
-           'preview_grid', 'save_image', 'preview_ssim', 'Previews', 'WriteOutputs', 'run_folder']
+__all__ = ['PANELS', 'BOOKKEEPING', 'HISTORY', 'ema_smooth', 'panel_keys', 'plot_history', 'save_figure', 'figure_png',
+           'balance_report', 'preview_grid', 'save_image', 'preview_ssim', 'Previews', 'WriteOutputs',
+           'history_previews', 'write_timelapse', 'save_preview', 'run_folder']
 
 # %% ../nbs/10_monitor.ipynb #9edf4365
 def ema_smooth(x, # values, possibly with NaN / inf
@@ -185,12 +186,39 @@ class WriteOutputs(Callback):
         h.to_jsonl(self.out / 'history.jsonl')
         trainer.cfg.to_json(self.out / 'config.json')
         (self.out / 'metrics.json').write_text(json.dumps(self.metrics, indent=2))
+        write_timelapse(self.out)
 
+# %% ../nbs/10_monitor.ipynb #9e984b36
+HISTORY = 'history'   # the preview history's folder in a run folder
+
+def history_previews(out) -> list[Path]:
+    "The preview history's images in run folder `out`, by step."
+    return sorted((Path(out) / HISTORY).glob('*.jpg'))
+
+def write_timelapse(out, # a run folder
+                    frame_ms:int=250) -> Path|None:
+    "`timelapse.gif` of the preview history in `out` (None with fewer than two previews)."
+    frames = history_previews(out)
+    if len(frames) < 2: return None
+    ims = [Image.open(f).convert('RGB') for f in frames]
+    ims[0].save(Path(out) / 'timelapse.gif', save_all=True, append_images=ims[1:], duration=frame_ms, loop=0)
+    return Path(out) / 'timelapse.gif'
+
+def save_preview(out, run) -> callable:
+    "The `Previews` function of a run folder: preview.png, and history/NNNNNNNN.jpg while `run.preview_history` is on."
+    def show(step:int, cols:dict):
+        grid = preview_grid(cols)
+        save_image(grid, Path(out) / 'preview.png')
+        if run.preview_history:
+            (Path(out) / HISTORY).mkdir(parents=True, exist_ok=True)
+            save_image(grid, Path(out) / HISTORY / f'{step:08d}.jpg')
+    return show
+
+# %% ../nbs/10_monitor.ipynb #26a99785
 def run_folder(out,              # the run folder
-               run,              # the run's `RunConfig`: save_every, keep_last
+               run,              # the run's `RunConfig`: save_every, keep_last, preview_history (read as they change)
                save_minutes:float=0.0, # also save a checkpoint every this many minutes
                ) -> list:
-    "The callbacks that keep a run folder: `Autosave`, `Previews` into preview.png, `WriteOutputs`."
+    "The callbacks that keep a run folder: `Autosave`, `Previews` into preview.png (and the history), `WriteOutputs`."
     out = Path(out)
-    return [Autosave(out, run.save_every, save_minutes, run.keep_last),
-            Previews(lambda step, cols: save_image(preview_grid(cols), out / 'preview.png')), WriteOutputs(out)]
+    return [Autosave(out, run.save_every, save_minutes, run.keep_last), Previews(save_preview(out, run)), WriteOutputs(out)]

@@ -13,23 +13,27 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['lr_factor', 'AdaBelief', 'make_optimizer', 'set_hparams', 'step_with_lr_dropout', 'grad_norm']
+__all__ = ['DFL_EPS', 'lr_factor', 'AdaBelief', 'make_optimizer', 'set_hparams', 'step_with_lr_dropout', 'grad_norm',
+           'clip_by_norm']
 
-# %% ../nbs/05_optim.ipynb #57cf9426
+# %% ../nbs/05_optim.ipynb #a2c3ba38
 def lr_factor(o, # an `OptimConfig`
               step:int) -> float:
-    "Warm-up × schedule factor for `step` (constant, step or cosine)."
-    warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
-    if o.schedule == 'step': return warm * o.gamma ** (step // o.step_size)
+    "Warm-up × schedule (constant, step or cosine) × DeepFaceLab's cosine cycle (`lr_cos`) factor for `step`."
+    f = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
+    if o.schedule == 'step': f *= o.gamma ** (step // o.step_size)
     if o.schedule == 'cosine':
         t = min(1.0, step / max(1, o.step_size))
-        return warm * (o.min_lr_factor + (1 - o.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * t)))
-    return warm
+        f *= o.min_lr_factor + (1 - o.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * t))
+    if o.lr_cos: f *= (math.cos(step * 2 * math.pi / o.lr_cos) + 1) / 2   # DeepFaceLab's lr_cos, with its 2π/period
+    return f
 
-# %% ../nbs/05_optim.ipynb #9cdd9c5c
+# %% ../nbs/05_optim.ipynb #d64b1441
+DFL_EPS = 1e-6  # DeepFaceLab's epsilon: np.finfo(np.float32).resolution
+
 class AdaBelief(torch.optim.Optimizer):
-    "AdaBelief (Zhuang et al. 2020) with bias correction and decoupled weight decay."
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
+    "AdaBelief as DeepFaceLab updates with it: no bias correction, ε = 1e-6 outside the square root."
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=DFL_EPS, weight_decay=0.0,
                  foreach:bool|None=None, # multi-tensor kernels over all parameters; None: when they are all on CUDA
                  ):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
@@ -52,18 +56,17 @@ class AdaBelief(torch.optim.Optimizer):
             else: _adabelief_loop(ps, [self.state[p] for p in ps], g)
         return loss
 
-# %% ../nbs/05_optim.ipynb #783d1d56
+# %% ../nbs/05_optim.ipynb #0b75a7b6
 def _adabelief_loop(ps, states, g):
     "The plain per-tensor AdaBelief update."
     b1, b2 = g['betas']
     for p, st in zip(ps, states):
-        st['step'] += 1; t = float(st['step'])
-        if g['weight_decay']: p.mul_(1 - g['lr'] * g['weight_decay'])
-        st['m'].lerp_(p.grad, 1 - b1)
-        diff = p.grad - st['m']
-        st['s'].mul_(b2).addcmul_(diff, diff, value=1 - b2).add_(g['eps'])
-        denom = (st['s'] / (1 - b2 ** t)).sqrt_().add_(g['eps'])
-        p.addcdiv_(st['m'], denom, value=-g['lr'] / (1 - b1 ** t))
+        grad = p.grad if not g['weight_decay'] else p.grad + g['weight_decay'] * p
+        st['step'] += 1
+        st['m'].lerp_(grad, 1 - b1)                                   # m ← β1·m + (1-β1)·g
+        diff = grad - st['m']
+        st['s'].mul_(b2).addcmul_(diff, diff, value=1 - b2)           # s ← β2·s + (1-β2)·(g - m)²
+        p.addcdiv_(st['m'], st['s'].sqrt().add_(g['eps']), value=-g['lr'])
 
 # %% ../nbs/05_optim.ipynb #f3a9852a
 def _adabelief_foreach(ps, states, g, grad_scale=None, found_inf=None):
@@ -75,19 +78,15 @@ def _adabelief_foreach(ps, states, g, grad_scale=None, found_inf=None):
     if found_inf is not None:
         k = 1 - found_inf
         grads = [torch.where(found_inf.bool(), 0, gr) for gr in grads]   # NaN·0 is NaN: zero the gradients first
+    if wd: grads = torch._foreach_add(grads, ps, alpha=wd)
     torch._foreach_add_(steps, k)
-    if wd: torch._foreach_mul_(ps, 1 - lr * wd * k)
     d = torch._foreach_sub(grads, ms); torch._foreach_mul_(d, (1 - b1) * k); torch._foreach_add_(ms, d)  # m ← lerp(m, g, 1-b1)
-    del d
     diff = torch._foreach_sub(grads, ms)
-    u = torch._foreach_mul(ss, b2 - 1); torch._foreach_addcmul_(u, diff, diff, value=1 - b2); torch._foreach_add_(u, eps)
+    u = torch._foreach_mul(ss, b2 - 1); torch._foreach_addcmul_(u, diff, diff, value=1 - b2)           # (β2-1)·s + (1-β2)·diff²
     if found_inf is not None: torch._foreach_mul_(u, k)
-    torch._foreach_add_(ss, u)                                                                             # s ← b2·s + (1-b2)·diff² + ε
-    t = torch._foreach_clamp_min(steps, 1)          # a skipped first step: keep the bias corrections finite
-    bc1, bc2 = torch._foreach_pow(b1, t), torch._foreach_pow(b2, t)
-    torch._foreach_sub_(bc1, 1); torch._foreach_sub_(bc2, 1)                                             # b^t - 1 = -(1 - b^t)
-    denom = torch._foreach_div(ss, bc2); torch._foreach_neg_(denom); torch._foreach_sqrt_(denom); torch._foreach_add_(denom, eps)
-    upd = torch._foreach_div(ms, denom); torch._foreach_div_(upd, bc1); torch._foreach_mul_(upd, lr * k)  # -(-lr/(1-b1^t))
+    torch._foreach_add_(ss, u)                                                                          # s ← β2·s + (1-β2)·diff²
+    denom = torch._foreach_sqrt(ss); torch._foreach_add_(denom, eps)
+    upd = torch._foreach_div(ms, denom); torch._foreach_mul_(upd, -lr * k)
     torch._foreach_add_(ps, upd)
 
 # %% ../nbs/05_optim.ipynb #e0144400
@@ -101,10 +100,10 @@ def make_optimizer(params, o, # an `OptimConfig`
         cls = torch.optim.AdamW if o.optimizer == 'adamw' else torch.optim.Adam
         return cls(params, betas=(o.beta1, o.beta2), fused=fast or None, foreach=None if fast else False, **kw)
     foreach = None if fast else False   # None: torch's rule, multi-tensor kernels where the parameters are on CUDA
-    if o.optimizer == 'rmsprop': return torch.optim.RMSprop(params, foreach=foreach, **kw)
+    if o.optimizer == 'rmsprop': return torch.optim.RMSprop(params, alpha=0.9, eps=DFL_EPS, foreach=foreach, **kw)   # DeepFaceLab's ρ and ε
     return AdaBelief(params, betas=(o.beta1, o.beta2), foreach=foreach, **kw)
 
-# %% ../nbs/05_optim.ipynb #b4a32168
+# %% ../nbs/05_optim.ipynb #ab738806
 def set_hparams(opt:torch.optim.Optimizer, o, # an `OptimConfig`
                 lr:float,                     # the learning rate of this step
                 ):
@@ -113,7 +112,7 @@ def set_hparams(opt:torch.optim.Optimizer, o, # an `OptimConfig`
         g['lr'], g['weight_decay'] = lr, o.weight_decay
         if 'betas' in g: g['betas'] = (o.beta1, o.beta2)
 
-# %% ../nbs/05_optim.ipynb #de28a1b3
+# %% ../nbs/05_optim.ipynb #e06c9a73
 def step_with_lr_dropout(opt:torch.optim.Optimizer, keep:float):
     "`opt.step()`, keeping each element of the update with probability `keep`."
     if keep >= 1: return opt.step()
@@ -123,8 +122,17 @@ def step_with_lr_dropout(opt:torch.optim.Optimizer, keep:float):
     with torch.no_grad():
         for p, b in zip(ps, before): p.copy_(torch.lerp(b, p, torch.bernoulli(torch.full_like(p, keep))))
 
-# %% ../nbs/05_optim.ipynb #d38718cb
+# %% ../nbs/05_optim.ipynb #0f92179b
 def grad_norm(params) -> torch.Tensor:
     "Global L2 norm of the gradients of `params` (a 0-d tensor, no host sync)."
     gs = [p.grad for p in params if p.grad is not None]
     return torch.nn.utils.get_total_norm(gs) if gs else torch.zeros(())
+
+# %% ../nbs/05_optim.ipynb #cb5af3c7
+@torch.no_grad()
+def clip_by_norm(params, max_norm:float, # the limit c
+                 norm:torch.Tensor,      # their global norm n, from `grad_norm`
+                 ):
+    "Scale the gradients of `params` by c / n where n >= c (DeepFaceLab's tf_clip_norm)."
+    gs = [p.grad for p in params if p.grad is not None]
+    if gs: torch._foreach_mul_(gs, torch.where(norm >= max_norm, max_norm / norm, torch.ones_like(norm)).to(gs[0].dtype))

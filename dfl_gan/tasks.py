@@ -8,9 +8,16 @@ A `Task` is that difference, and nothing else:
 - `nets`: the networks by name (`G`, `D`, and `E`, `code_D`, … where the task has them) and `players`, which networks
   each optimiser moves: `G` moves the generator side, every other network is a player of its own;
 - `batches` and `preview_batch`: the data stream and the fixed batch the previews are drawn from;
-- `forward(batch)`: `real` and `fake` for D, the generator's loss `terms` (`rec`, `perc`, … named in `terms`), and
+- `prepare(batch)`: what a step feeds the networks (the augmented faces, the noise), drawn once, so that a step that
+  updates G first can show D the refreshed fake of the very same inputs, as DeepFaceLab does;
+- `forward(inputs)`: `real` and `fake` for D, the generator's loss `terms` (`rec`, `perc`, … named in `terms`), and
   optional `logs` (named in `logs`) and a `perc` pair for the perceptual loss;
 - `preview(nets, fixed)`: named image columns.
+
+A task with more players or terms that need them (the face swap's code discriminator and true-face term) adds them
+with `extra_updates` and `generator_terms`; one that must keep part of the generator still in some steps (SAEHD's
+`inter_AB` without random warp) names those parameters in `frozen`; one that forces settings (pretraining) says which
+in `forced`.
 
 The adversarial part (D's loss, the generator's adversarial term, the balance, AMP, the NaN guard, the history) is
 the `Trainer`'s, the same for every task.
@@ -51,10 +58,14 @@ class Task:
     def fingerprint(self) -> str: return self.data.fingerprint()
     def gan_allowed(self) -> bool: return True             # the face swap's pretraining turns the GAN off
     def extra_weights(self) -> dict: return {}             # λ of task terms the trainer does not know
-    def extra_updates(self, trainer, out:dict) -> dict: return {}   # players between D and G (the code D)
+    def extra_updates(self, trainer, out:dict) -> dict: return {}   # players besides G and D (the code D)
+    def generator_terms(self, trainer, out:dict, gan_on:bool): "Add to `out['terms']` the terms that need other players."
+    def frozen(self) -> list: return []                    # generator parameters this step must not move
+    def forced(self) -> dict: return {}                    # dotted settings the task overrides now (pretraining)
+    def prepare(self, batch:dict) -> dict: return batch    # augmentation, noise: drawn once per step
 
     def preview_batch(self, device, seed:int) -> dict: raise NotImplementedError(f'{type(self).__name__}.preview_batch')
-    def forward(self, batch:dict) -> dict: raise NotImplementedError(f'{type(self).__name__}.forward')
+    def forward(self, inputs:dict) -> dict: raise NotImplementedError(f'{type(self).__name__}.forward')
     def preview(self, nets:dict, fixed:dict) -> dict: raise NotImplementedError(f'{type(self).__name__}.preview')
     def check_networks(self, device): "Dry-run the networks you brought; a `ConfigError` where a shape does not fit."
 
@@ -122,9 +133,11 @@ class GANTask(Task):
         image, g = _fixed_faces(self.data, device, seed)
         return dict(image=image, z=torch.randn(len(image), self.cfg.model.latent_dim, generator=g).to(device))
 
-    def forward(self, batch:dict) -> dict:
+    def prepare(self, batch:dict) -> dict:
         real = batch['image']
-        return dict(real=real, fake=self.nets['G'](torch.randn(len(real), self.cfg.model.latent_dim, device=real.device)))
+        return dict(real=real, z=torch.randn(len(real), self.cfg.model.latent_dim, device=real.device))
+
+    def forward(self, inputs:dict) -> dict: return dict(real=inputs['real'], fake=self.nets['G'](inputs['z']))
 
     def preview(self, nets:dict, fixed:dict) -> dict: return dict(real=fixed['image'], fake=nets['G'](fixed['z']))
 
@@ -154,8 +167,10 @@ class AutoencoderTask(Task):
         if l.rec != 'dssim_mse': return rec_loss(fake, target, l.rec)
         return dfl_rec_loss(fake.float(), target.float(), dssim_weight=l.dssim_weight, mse_weight=l.mse_weight)
 
-    def forward(self, batch:dict) -> dict:
-        a = self.augment(batch['image'], batch['mask'])
+    def prepare(self, batch:dict) -> dict: return self.augment(batch['image'], batch['mask'])
+
+    def forward(self, inputs:dict) -> dict:
+        a = inputs
         fake = self.nets['G'](self.nets['E'](a['input']))
         return dict(real=a['target'], fake=fake, terms=dict(rec=self.rec_term(fake, a['target'])), perc=(fake, a['target']))
 

@@ -132,7 +132,7 @@ BAD_CONFIGS = [  # (dict, what the error must say)
     ({'optim': {'lr_g': -0.1}}, 'optim.lr_g must be >= 0, got -0.1'),
     ({'run': {'keep_last': 0}}, 'run.keep_last must be >= 1, got 0'),
     ({'loss': {'label_smoothing': 0.9}}, 'loss.label_smoothing must be <= 0.5, got 0.9'),
-    ({'model': {'resolution': 1024}}, 'model.resolution must be <= 512, got 1024'),
+    ({'model': {'resolution': 1024}}, 'model.resolution must be <= 640, got 1024'),
     ({'model': {'resolution': 40}}, 'model.resolution must be 4·2^k between 32 and 512 (one of [32, 64, 128, 256, 512]), got 40'),
     ({'model': {'mode': 'swap', 'archi': 'liae-ud', 'resolution': 48, 'discriminator': 'unet'}}, "model.resolution must be a multiple of 32 for SAEHD 'liae-ud', got 48"),
     ({'model': {'upsample': 'bicubic'}}, "model.upsample must be one of ['pixel_shuffle', 'transpose', 'nearest'], got 'bicubic'"),

@@ -66,6 +66,7 @@ def swap_cfg(**kw):
             'data.batch_size': 2, 'loss.lambda_adv': 0.1}
     return Config.tiny('swap', **{**base, **kw})
 
+@pytest.mark.filterwarnings('ignore:.*have no mask')   # random blobs, knowingly without masks
 @pytest.mark.parametrize('archi', ['liae-ud', 'df-ud'])
 def test_swap_training_skips_src_dst_and_nothing_else(blobs, archi):
     src, dst = blobs
