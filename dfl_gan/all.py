@@ -2,7 +2,8 @@
 
 One import gives a notebook everything it needs to train, watch and steer: the config and its presets, the trainer
 and its callbacks, the tasks and the networks to bring your own, the panel, saving and loading, the plots and the
-balance report. The modules stay the place to read how each piece works.
+balance report; and the path around training: extraction, merging (and its panel) and export. The modules stay the
+place to read how each piece works.
 
 Docs: https://dfl-gan.github.io/dfl_gan/all.html.md"""
 
@@ -12,8 +13,9 @@ Docs: https://dfl-gan.github.io/dfl_gan/all.html.md"""
 __all__ = ['Config', 'ConfigError', 'DataError', 'FaceSet', 'demo_faces', 'Generator', 'Discriminator', 'Encoder', 'SAEHD',
            'UNetPatchDiscriminator', 'init_weights', 'build_networks', 'Task', 'GANTask', 'AutoencoderTask',
            'FaceSwapTask', 'swap_faces', 'swap_folder', 'Trainer', 'Callback', 'CancelFit', 'Autosave',
-           'CheckpointError', 'save_checkpoint', 'load', 'plot_history', 'balance_report', 'preview_grid', 'Previews',
-           'WriteOutputs', 'run_folder', 'TrainingPanel']
+           'CheckpointError', 'save_checkpoint', 'load', 'load_face_swapper', 'plot_history', 'balance_report',
+           'preview_grid', 'Previews', 'WriteOutputs', 'run_folder', 'TrainingPanel', 'extract', 'MergeSettings',
+           'merge_folder', 'MergePanel', 'export_dfm', 'export_onnx']
 
 # %% ../nbs/99_all.ipynb #b96f7ca8
 from .core import Config, ConfigError, DataError
@@ -22,11 +24,16 @@ from .models import Generator, Discriminator, Encoder, SAEHD, UNetPatchDiscrimin
 from .tasks import Task, GANTask, AutoencoderTask, build_networks
 from .swap import FaceSwapTask, swap_faces, swap_folder
 from .train import Trainer, Callback, CancelFit
-from .checkpoints import Autosave, CheckpointError, save_checkpoint, load
+from .checkpoints import Autosave, CheckpointError, save_checkpoint, load, load_face_swapper
 from .monitor import plot_history, balance_report, preview_grid, Previews, WriteOutputs, run_folder
 from .widgets import TrainingPanel
+from .extract import extract
+from .merge import MergeSettings, merge_folder
+from .merge_panel import MergePanel
+from .export import export_dfm, export_onnx
 
 _all_ = ['Config', 'ConfigError', 'DataError', 'FaceSet', 'demo_faces', 'Generator', 'Discriminator', 'Encoder', 'SAEHD',
          'UNetPatchDiscriminator', 'init_weights', 'build_networks', 'Task', 'GANTask', 'AutoencoderTask', 'FaceSwapTask', 'swap_faces',
          'swap_folder', 'Trainer', 'Callback', 'CancelFit', 'Autosave', 'CheckpointError', 'save_checkpoint', 'load',
-         'plot_history', 'balance_report', 'preview_grid', 'Previews', 'WriteOutputs', 'run_folder', 'TrainingPanel']
+         'load_face_swapper', 'plot_history', 'balance_report', 'preview_grid', 'Previews', 'WriteOutputs', 'run_folder',
+         'TrainingPanel', 'extract', 'MergeSettings', 'merge_folder', 'MergePanel', 'export_dfm', 'export_onnx']

@@ -39,11 +39,13 @@ import numpy as np, torch
 import dfl_gan
 from .core import Config, ConfigError, DataError
 from .train import Trainer, Callback, StateError
+from .models import SAEHD
 
 # %% auto #0
 __all__ = ['FORMAT', 'LATEST', 'CheckpointError', 'provenance', 'rng_state', 'set_rng_state', 'checkpoint_state', 'atomic_save',
            'checkpoint_path', 'find_checkpoints', 'read_checkpoint', 'restore', 'checkpoint_bytes', 'save_checkpoint',
-           'check_space', 'check_writable', 'check_fresh', 'Autosave', 'latest_valid_checkpoint', 'load']
+           'check_space', 'check_writable', 'check_fresh', 'Autosave', 'latest_valid_checkpoint', 'load',
+           'load_face_swapper']
 
 # %% ../nbs/08_checkpoints.ipynb #4cbe8720
 FORMAT = 'dfl_gan-checkpoint-2'   # 2: players named as networks (G, D, code_D), EMA per network, balance state
@@ -320,3 +322,18 @@ def load(path,                     # a checkpoint file, or a run folder (its new
     path = Path(path)
     p, ck = latest_valid_checkpoint(path) if path.is_dir() else (path, read_checkpoint(path))
     return restore(ck, p, overrides, **kw)
+
+# %% ../nbs/08_checkpoints.ipynb #594c8de7
+def load_face_swapper(path, # a face-swap checkpoint file, or a run folder (its newest checkpoint that loads)
+                     ) -> tuple:
+    "(SAEHD generator in eval mode on the CPU, its `Config`) of a face-swap checkpoint; a `CheckpointError` for another kind."
+    path = Path(path)
+    p, ck = latest_valid_checkpoint(path) if path.is_dir() else (path, read_checkpoint(path))
+    cfg = Config.from_dict(ck['config'])
+    if cfg.model.mode != 'swap':
+        raise CheckpointError(f"{p}: a checkpoint of a {cfg.model.mode!r} model, not a face-swap model (model.mode 'swap')")
+    m = cfg.model
+    G = SAEHD(m.archi, m.resolution, m.ae_dims, m.e_dims, m.d_dims, m.d_mask_dims)
+    ema = ck['ema'].get('G')
+    G.load_state_dict({k[len('module.'):]: v for k, v in ema.items() if k.startswith('module.')} if ema else ck['nets']['G'])
+    return G.eval(), cfg

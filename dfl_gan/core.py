@@ -250,6 +250,7 @@ class DataConfig(Section):
     random_dst_flip: bool = opt(True, 'swap: random horizontal flips of dst faces (DeepFaceLab on)', changes='live')
     hsv_jitter: float = opt(0.0, "random hue/saturation/value shift of the network input only (swap: src only; DeepFaceLab's random_hsv_power, typical 0.05)", lo=0, hi=1, changes='live')
     color_transfer: str = opt('none', "swap: recolour each src face toward a random dst face: none, rct, lct, mkl, idt, sot (DeepFaceLab's ct_mode)", ('none', 'rct', 'lct', 'mkl', 'idt', 'sot'), changes='live')
+    face_type: str = opt('', "swap: train faces as this DeepFaceLab face type, re-cropped from their landmarks (half_face, midfull_face, full_face, whole_face, head; '' = as extracted)", ('', 'half_face', 'midfull_face', 'full_face', 'whole_face', 'head'), changes='never')
     uniform_yaw: bool = opt(False, 'swap: draw faces evenly over 128 yaw bins (from the landmarks) so that rare side views are seen as often as frontal ones', changes='never')
 
 # %% ../nbs/00_core.ipynb #aa29d2bc
@@ -406,7 +407,7 @@ def swap(cls:Config, **overrides) -> Config:
     c.model.update(mode='swap', archi='liae-ud', resolution=128, discriminator='unet')
     c.loss.update(rec='dssim_mse', lambda_adv=0.0)
     c.optim.update(optimizer='adabelief', lr_g=5e-5, lr_d=5e-5, beta1=0.9, beta2=0.999, clip_grad=0.0, sum_batch_loss=True, g_first=True)
-    c.data.update(batch_size=8)
+    c.data.update(batch_size=8, face_type='full_face')
     return c.set_many(overrides)
 
 @patch(cls_method=True)

@@ -330,17 +330,24 @@ def forward(self:SAEHD, warped_src:torch.Tensor, # (N, 3, R, R) src faces in [0,
     return out | dict(src_code=src_code, dst_code=dst_code)
 
 @patch
-@torch.no_grad()
-def swap(self:SAEHD, dst:torch.Tensor, # (N, 3, R, R) dst faces in [0, 1]
-         ) -> tuple:
-    "Inference: (dst faces turned into src, mask = predicted swap mask × predicted dst mask)."
+def swap_parts(self:SAEHD, dst:torch.Tensor, # (N, 3, R, R) dst faces in [0, 1]
+               ) -> tuple:
+    "(dst faces turned into src, their predicted mask, the dst faces' own predicted mask): what DeepFaceLab's DFM outputs."
     e = self.encoder(dst)
     if self.archi_type == 'df':
         code = self.inter(e)
         (img, m), (_, dm) = self.decoder_src(code), self.decoder_dst(code)
     else:
-        ab, b = self.inter_AB(e), self.inter_B(e)
-        (img, m), (_, dm) = _decode(self.decoder, torch.cat([ab, ab], 1), torch.cat([b, ab], 1))
+        ab, b = self.inter_AB(e), self.inter_B(e)   # a decoder call per code: an exported graph keeps its batch free
+        (img, m), (_, dm) = self.decoder(torch.cat([ab, ab], 1)), self.decoder(torch.cat([b, ab], 1))
+    return img, m, dm
+
+@patch
+@torch.no_grad()
+def swap(self:SAEHD, dst:torch.Tensor, # (N, 3, R, R) dst faces in [0, 1]
+         ) -> tuple:
+    "Inference: (dst faces turned into src, mask = predicted swap mask × predicted dst mask)."
+    img, m, dm = self.swap_parts(dst)
     return img, m * dm
 
 # %% ../nbs/03_models.ipynb #7e89a8d4

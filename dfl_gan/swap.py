@@ -59,11 +59,11 @@ class PairedBatches:
     def state_dict(self): return dict(src=self.src.state_dict(), dst=self.dst.state_dict())
     def load_state_dict(self, d): self.src.load_state_dict(d['src']); self.dst.load_state_dict(d['dst'])
 
-# %% ../nbs/06a_swap.ipynb #bd5d4fd8
-def _face_set(given:FaceSet|None, folder:str|None, setting:str, res:int, workers:int) -> FaceSet:
+# %% ../nbs/06a_swap.ipynb #93741b43
+def _face_set(given:FaceSet|None, folder:str|None, setting:str, cfg:Config) -> FaceSet:
     if given is not None: return given
     if not folder: raise DataError(f'face swap needs {setting[5:]} faces: set {setting} (--{setting[5:]} DIR)')
-    return FaceSet(folder, res, workers=workers)
+    return FaceSet(folder, cfg.model.resolution, workers=cfg.data.workers, face_type=cfg.data.face_type)
 
 def _warn_masks(fs:FaceSet, eyes_mouth:bool):
     "Say once what a face set lacks for masked training and eyes-and-mouth priority."
@@ -85,8 +85,8 @@ class FaceSwapTask(Task):
                  D:nn.Module|None=None,      # a discriminator of your own: image → logits
                  ):
         d, m = cfg.data, cfg.model
-        src = _face_set(src, d.src, 'data.src', m.resolution, d.workers)
-        dst = src if cfg.run.pretrain else _face_set(dst, d.dst, 'data.dst', m.resolution, d.workers)
+        src = _face_set(src, d.src, 'data.src', cfg)
+        dst = src if cfg.run.pretrain else _face_set(dst, d.dst, 'data.dst', cfg)
         for fs in dict.fromkeys([src, dst]): _warn_masks(fs, cfg.loss.eyes_mouth_priority)
         true_face = lambda nets: cfg.loss.true_face_power > 0 and nets['G'].archi_type == 'df'
         makers = dict(G=lambda nets: SAEHD(m.archi, m.resolution, m.ae_dims, m.e_dims, m.d_dims, m.d_mask_dims),
@@ -238,12 +238,13 @@ def swap_faces(trainer, # a trainer of a `FaceSwapTask`
         G = trainer.inference_nets()['G'].eval()
         return G.swap(faces.to(trainer.device))
 
-def swap_folder(trainer, input_dir, out_dir, # the face-swap trainer, a folder of dst faces, where the swapped faces go
+def swap_folder(G:SAEHD,       # a face-swap generator: `trainer.inference_nets()['G']`, or from `load_face_swapper`
+                input_dir, out_dir, # a folder of dst faces, where the swapped faces go
                 batch_size:int=16) -> FaceSet:
     "Swap every face in `input_dir` into `out_dir` as `NAME.png`; returns the face set read (its `skipped` lists unreadable files)."
-    faces, out = FaceSet(input_dir, trainer.cfg.model.resolution, masks=False), Path(out_dir)
+    faces, out, G = FaceSet(input_dir, G.resolution, masks=False), Path(out_dir), G.eval()
     for i in range(0, len(faces), batch_size):
-        swapped, _ = swap_faces(trainer, faces.images[i:i + batch_size].float() / 255)
+        swapped, _ = G.swap(faces.images[i:i + batch_size].float().to(next(G.parameters()).device) / 255)
         for f, img in zip(faces.files[i:i + batch_size], swapped):
             Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(out / (f.stem + '.png'))
     return faces

@@ -35,3 +35,9 @@ def test_write_section_replaces_only_its_own(tmp_path):
     _common.write_section('a', 'second A', f)
     doc = f.read_text()
     assert 'second A' in doc and 'first A' not in doc and 'only B' in doc and doc.index('second A') < doc.index('only B')
+
+def test_pipeline_harness_runs_the_whole_path(one_thread):
+    import bench_pipeline
+    r = bench_pipeline.main(['--quick'])
+    assert r['footage'] == 'synthetic' and r['merged'] == r['video_frames'] == r['dst']['frames'] > 0
+    assert r['export_diff'] <= 1e-4 and all(s > 0 for s in r['seconds'].values())

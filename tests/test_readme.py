@@ -20,7 +20,7 @@ def test_two_commands():
 
 def test_ci_script_is_what_readme_runs():
     ci = (ROOT / '.ci' / 'run').read_text()
-    assert 'pip install -q -e ".[dev]"' in ci and 'nbdev-test' in ci and 'pytest' in ci
+    assert 'pip install -q -e ".[dev,all]"' in ci and 'nbdev-test' in ci and 'pytest' in ci
     assert re.search(r'git status --porcelain', ci), 'CI must fail when nbdev-export/clean change files'
 
 def test_readme_matches_index():
