@@ -2,7 +2,8 @@
 
 One import gives a notebook everything it needs to train, watch and steer: the config and its presets, the trainer
 and its callbacks, the tasks and the networks to bring your own, the panel, saving and loading, the plots and the
-balance report; and the path around training: extraction, merging (and its panel) and export. The modules stay the
+balance report, the quality metrics and TensorBoard logging; and the path around training: extraction, merging (and its
+panel) and export. The modules stay the
 place to read how each piece works.
 
 Docs: https://dfl-gan.github.io/dfl_gan/all.html.md"""
@@ -14,8 +15,9 @@ __all__ = ['Config', 'ConfigError', 'DataError', 'FaceSet', 'demo_faces', 'Gener
            'UNetPatchDiscriminator', 'init_weights', 'build_networks', 'Task', 'GANTask', 'AutoencoderTask',
            'FaceSwapTask', 'swap_faces', 'swap_folder', 'Trainer', 'Callback', 'CancelFit', 'Autosave',
            'CheckpointError', 'save_checkpoint', 'load', 'load_face_swapper', 'plot_history', 'balance_report',
-           'preview_grid', 'Previews', 'WriteOutputs', 'run_folder', 'TrainingPanel', 'extract', 'MergeSettings',
-           'merge_folder', 'MergePanel', 'export_dfm', 'export_onnx']
+           'preview_grid', 'Previews', 'WriteOutputs', 'run_folder', 'holdout_metrics', 'reconstruction_metrics',
+           'distribution_metrics', 'TensorBoard', 'TrainingPanel', 'extract', 'MergeSettings', 'merge_folder',
+           'MergePanel', 'export_dfm', 'export_onnx']
 
 # %% ../nbs/99_all.ipynb #b96f7ca8
 from .core import Config, ConfigError, DataError
@@ -26,6 +28,8 @@ from .swap import FaceSwapTask, swap_faces, swap_folder
 from .train import Trainer, Callback, CancelFit
 from .checkpoints import Autosave, CheckpointError, save_checkpoint, load, load_face_swapper
 from .monitor import plot_history, balance_report, preview_grid, Previews, WriteOutputs, run_folder
+from .metrics import holdout_metrics, reconstruction_metrics, distribution_metrics
+from .tensorboard import TensorBoard
 from .widgets import TrainingPanel
 from .extract import extract
 from .merge import MergeSettings, merge_folder
@@ -36,4 +40,4 @@ _all_ = ['Config', 'ConfigError', 'DataError', 'FaceSet', 'demo_faces', 'Generat
          'UNetPatchDiscriminator', 'init_weights', 'build_networks', 'Task', 'GANTask', 'AutoencoderTask', 'FaceSwapTask', 'swap_faces',
          'swap_folder', 'Trainer', 'Callback', 'CancelFit', 'Autosave', 'CheckpointError', 'save_checkpoint', 'load',
          'load_face_swapper', 'plot_history', 'balance_report', 'preview_grid', 'Previews', 'WriteOutputs', 'run_folder',
-         'TrainingPanel', 'extract', 'MergeSettings', 'merge_folder', 'MergePanel', 'export_dfm', 'export_onnx']
+         'holdout_metrics', 'reconstruction_metrics', 'distribution_metrics', 'TensorBoard', 'TrainingPanel', 'extract', 'MergeSettings', 'merge_folder', 'MergePanel', 'export_dfm', 'export_onnx']

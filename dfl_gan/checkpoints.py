@@ -39,6 +39,7 @@ import numpy as np, torch
 import dfl_gan
 from .core import Config, ConfigError, DataError
 from .train import Trainer, Callback, StateError
+from .distributed import split_rng
 from .models import SAEHD
 
 # %% auto #0
@@ -168,6 +169,7 @@ def restore(ck:dict,               # a checkpoint from `read_checkpoint`
     try: trainer.load_state_dict(ck, sampler=not leaving_pretrain)
     except StateError as e: raise CheckpointError(f'{path}: {e}') from None
     set_rng_state(ck['rng'])
+    split_rng()   # several processes: rank 0's saved streams, split again
     if leaving_pretrain: _end_pretraining(trainer)
     for n, (old, new) in changes.items(): trainer.history.add_event(trainer.step_count, 'set', name=n, old=old, new=new)
     return trainer

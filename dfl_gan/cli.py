@@ -22,7 +22,8 @@ from pathlib import Path
 from .core import Config, ConfigError
 from .train import Trainer
 from .checkpoints import check_fresh, check_writable, load, load_face_swapper
-from .monitor import run_folder, preview_grid, save_image
+from .monitor import run_folder, preview_grid, save_image, WriteOutputs
+from .distributed import init_distributed, end_distributed, is_main
 from .swap import swap_folder
 from .extract import extract
 from .merge import MergeSettings, CHOICES, RANGES, merge_folder
@@ -163,11 +164,11 @@ def main(argv=None):
     print(f'dfl-gan {ns.cmd}: error: {msg}', file=sys.stderr); return 2
 
 # %% ../nbs/15_cli.ipynb #2afd7f52
-def _fit_into(tr:Trainer, out:Path, steps:int, ns) -> dict:
-    "Train `steps` steps into the run folder `out`; the metrics."
-    cbs = run_folder(out, tr.cfg.run, getattr(ns, 'save_minutes', 0.0))
-    tr.fit(steps, cbs, progress=not ns.no_progress)
-    return cbs[-1].metrics
+def _fit_into(tr:Trainer, out:Path, steps:int, ns) -> dict|None:
+    "Train `steps` steps into the run folder `out`, which rank 0 keeps (and shows progress); its metrics (None on other ranks)."
+    cbs = run_folder(out, tr.cfg.run, getattr(ns, 'save_minutes', 0.0)) if is_main() else []
+    tr.fit(steps, cbs, progress=is_main() and not ns.no_progress)
+    return next((c.metrics for c in cbs if isinstance(c, WriteOutputs)), None)
 
 def _demo(ns):
     out = check_fresh(check_writable(ns.out))
@@ -176,14 +177,20 @@ def _demo(ns):
     return 0
 
 def _train(ns):
-    out = check_writable(ns.out)
-    if ns.resume:
-        if ns.config: raise ConfigError("--config cannot be used with --resume: the run's config is in its checkpoint; change settings with --section.name flags")
-        tr = load(out, settings_from_args(ns))
-    else:
-        cfg = config_from_args(ns); check_fresh(out)
-        tr = Trainer(cfg)
-    print(f'train: {_summary(_fit_into(tr, out, max(0, tr.cfg.run.steps - tr.step_count), ns))}; wrote {out}/')
+    "Train, or resume, in `ns.out`; under torchrun as one process of a distributed run, where rank 0 keeps the folder."
+    init_distributed(vars(ns).get('run.device', 'auto'))
+    try:
+        out = check_writable(ns.out) if is_main() else Path(ns.out)
+        if ns.resume:
+            if ns.config: raise ConfigError("--config cannot be used with --resume: the run's config is in its checkpoint; change settings with --section.name flags")
+            tr = load(out, settings_from_args(ns))
+        else:
+            cfg = config_from_args(ns)
+            if is_main(): check_fresh(out)
+            tr = Trainer(cfg)
+        metrics = _fit_into(tr, out, max(0, tr.cfg.run.steps - tr.step_count), ns)
+        if is_main(): print(f'train: {_summary(metrics)}; wrote {out}/' + (f' ({tr.world_size} processes)' if tr.world_size > 1 else ''))
+    finally: end_distributed()
     return 0
 
 def _preview(ns):
@@ -216,3 +223,6 @@ def _export(ns):
     return 0
 
 _COMMANDS = dict(demo=_demo, train=_train, preview=_preview, swap=_swap, extract=_extract, merge=_merge, export=_export)
+
+# %% ../nbs/15_cli.ipynb #1120f8b3
+if __name__ == '__main__': sys.exit(main())   # python -m dfl_gan.cli: what torchrun -m dfl_gan.cli runs

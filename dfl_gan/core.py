@@ -252,6 +252,7 @@ class DataConfig(Section):
     color_transfer: str = opt('none', "swap: recolour each src face toward a random dst face: none, rct, lct, mkl, idt, sot (DeepFaceLab's ct_mode)", ('none', 'rct', 'lct', 'mkl', 'idt', 'sot'), changes='live')
     face_type: str = opt('', "swap: train faces as this DeepFaceLab face type, re-cropped from their landmarks (half_face, midfull_face, full_face, whole_face, head; '' = as extracted)", ('', 'half_face', 'midfull_face', 'full_face', 'whole_face', 'head'), changes='never')
     uniform_yaw: bool = opt(False, 'swap: draw faces evenly over 128 yaw bins (from the landmarks) so that rare side views are seen as often as frontal ones', changes='never')
+    holdout: float = opt(0.1, "share of each face set that training never sees, on which metrics.json measures the model (0 = none: measured on training faces, and said so; the split is fixed by run.seed)", lo=0, hi=0.5, changes='never')
 
 # %% ../nbs/00_core.ipynb #aa29d2bc
 @dataclass
@@ -270,6 +271,8 @@ class RunConfig(Section):
     pretrain: bool = opt(False, "swap: pretrain on one face set (src is used as dst too) with DeepFaceLab's forced settings; resuming with it off resets the inter layers and the step count")
     preview_history: bool = opt(False, "keep a preview every run.preview_every steps in the run folder's history/ and a timelapse.gif of them (DeepFaceLab's write_preview_history)", changes='live')
     preview_every: int = opt(100, 'steps between preview snapshots', lo=1, changes='live')
+    tensorboard: str = opt('', "folder of TensorBoard event files; a run writes into its subfolder named after the run folder ('' = off; pip install \"dfl_gan[tensorboard]\")")
+    inception_weights: str = opt('', "Inception-v3 weights for FID/KID in metrics.json: a state-dict file, or '' = torchvision's file in the torch hub cache when it is there (else metrics.json says why they are missing)", changes='live')
     save_every: int = opt(0, 'autosave every N steps (0 = only at the end)', lo=0, changes='live')
     keep_last: int = opt(3, 'rotating checkpoint backups kept', lo=1, changes='live')
     nan_patience: int = opt(3, 'non-finite steps in a row before restoring the last good state', lo=1, changes='live')
@@ -407,7 +410,7 @@ def swap(cls:Config, **overrides) -> Config:
     c.model.update(mode='swap', archi='liae-ud', resolution=128, discriminator='unet')
     c.loss.update(rec='dssim_mse', lambda_adv=0.0)
     c.optim.update(optimizer='adabelief', lr_g=5e-5, lr_d=5e-5, beta1=0.9, beta2=0.999, clip_grad=0.0, sum_batch_loss=True, g_first=True)
-    c.data.update(batch_size=8, face_type='full_face')
+    c.data.update(batch_size=8, face_type='full_face', holdout=0.0)   # DeepFaceLab trains on every face
     return c.set_many(overrides)
 
 @patch(cls_method=True)

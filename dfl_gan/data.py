@@ -16,20 +16,20 @@ Docs: https://dfl-gan.github.io/dfl_gan/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #ad9660ef
 from __future__ import annotations
-import hashlib, importlib, io, math, os, pickle, threading, warnings
+import hashlib, importlib, io, math, os, pickle, random, threading, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 from PIL import Image, ImageOps
 from fastcore.basics import patch
 from torch.utils.data import Dataset
-from .core import DataError
+from .core import ConfigError, DataError
 from .landmarks import hull_mask
 from .align import FACE_TYPES, face_type_name, face_transform_mat, transform_points, warp_affine
 
 # %% auto #0
 __all__ = ['MAX_FILE_BYTES', 'MIN_SIDE', 'MAX_PIXELS', 'IMAGE_EXTS', 'UnsafeMetadataError', 'read_dfl_metadata',
-           'write_dfl_metadata', 'FaceSet', 'demo_faces', 'Batches']
+           'write_dfl_metadata', 'FaceSet', 'demo_faces', 'Batches', 'holdout_split', 'split_holdout']
 
 # %% ../nbs/01_data.ipynb #14d2e2cc
 class UnsafeMetadataError(DataError):
@@ -405,6 +405,7 @@ class Batches:
                 ):
         if not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
         self.faceset, self.batch_size, self.device, self.seed, self.groups = faceset, batch_size, torch.device(device), seed, groups
+        self.rank, self.world = 0, 1   # this process's shard of each batch (`shard`)
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch, self.index, self.perm = 0, 0, torch.randperm(len(groups) if groups else len(faceset), generator=self.gen)
         self.inner = [torch.zeros(0, dtype=torch.long) for _ in groups or ()]   # each group's shuffled order, drawn when needed
@@ -424,7 +425,7 @@ class Batches:
 
     def __iter__(self): return self
     def __next__(self) -> dict:
-        i = self._indices().to(self.images.device)
+        i = self._indices().view(self.world, -1)[self.rank].to(self.images.device)
         img, msk = self.images[i], self.masks[i]
         if img.device != self.device:  # host → accelerator: pinned, asynchronous
             if self.device.type == 'cuda': img, msk = img.pin_memory(), msk.pin_memory()
@@ -437,6 +438,13 @@ def state_dict(self:Batches) -> dict:
     "Position and randomness, for a checkpoint."
     return dict(seed=self.seed, epoch=self.epoch, index=self.index, perm=self.perm.clone(), generator=self.gen.get_state(),
                 n=len(self.faceset), groups=len(self.groups or ()), inner=[p.clone() for p in self.inner])
+
+@patch
+def shard(self:Batches, rank:int, world:int) -> Batches:
+    "Deliver rank `rank`'s part of every batch: all `world` ranks draw the same indices and each keeps its `batch_size / world`."
+    if self.batch_size % world: raise ConfigError(f'data.batch_size {self.batch_size} must be a multiple of the {world} processes (it is the global batch, split evenly between them)')
+    self.rank, self.world = rank, world
+    return self
 
 @patch
 def load_state_dict(self:Batches, sd:dict):
@@ -458,3 +466,34 @@ def _grouped(self:Batches) -> int:
     if len(self.inner[g]) == 0: self.inner[g] = torch.randperm(len(members), generator=self.gen)
     face, self.inner[g] = members[int(self.inner[g][0])], self.inner[g][1:]
     return face
+
+# %% ../nbs/01_data.ipynb #5a846ffc
+def holdout_split(n:int,          # number of faces
+                  fraction:float, # share held out, in [0, 0.5]
+                  seed:int=0,     # the split's seed
+                  ) -> tuple:
+    "Deterministic (train indices, hold-out indices), both sorted lists, disjoint, covering range(n)."
+    if not 0 <= fraction <= 0.5: raise ValueError(f'holdout fraction must be in [0, 0.5], got {fraction}')
+    if n < 0: raise ValueError(f'holdout_split: n must be >= 0, got {n}')
+    k = min(n // 2, max(1, round(n * fraction))) if fraction > 0 and n > 1 else 0
+    rng = random.Random(seed)
+    order = sorted(range(n), key=lambda _: rng.random())
+    return sorted(order[k:]), sorted(order[:k])
+
+# %% ../nbs/01_data.ipynb #ba611307
+@patch
+def subset(self:FaceSet, idx, # indices of the faces to keep
+           name:str|None=None) -> FaceSet:
+    "A FaceSet of the faces at `idx` (images, masks, landmarks and file names alike)."
+    idx = list(idx)
+    fs = FaceSet.__new__(FaceSet)
+    lm = [self.landmarks[i].numpy() if self.has_landmarks[i] else None for i in idx] if self.landmarks is not None else [None] * len(idx)
+    pick = lambda xs: [xs[i] for i in idx] if xs else []
+    fs._set(self.images[idx], self.masks[idx], lm, pick(self.mask_source), pick(self.files), pick(self._sizes), [], name or self.name)
+    return fs
+
+def split_holdout(fs:FaceSet, fraction:float, seed:int) -> tuple:
+    "(the faces to train on, the held-out faces or None): `holdout_split` applied to `fs`."
+    train, held = holdout_split(len(fs), fraction, seed)
+    if not held: return fs, None
+    return fs.subset(train, fs.name), fs.subset(held, f'{fs.name} (held out)')

@@ -22,6 +22,7 @@ from .balance import BALANCE_KEYS, d_accuracy, verdict
 from .losses import dssim
 from .train import Trainer, Callback
 from .checkpoints import Autosave
+from .metrics import holdout_metrics
 
 # %% auto #0
 __all__ = ['PANELS', 'BOOKKEEPING', 'HISTORY', 'ema_smooth', 'panel_keys', 'plot_history', 'save_figure', 'figure_png',
@@ -180,7 +181,7 @@ class WriteOutputs(Callback):
         secs, h = time.time() - self.t0, trainer.history
         self.metrics = dict(steps=trainer.step_count, seconds=round(secs, 1), steps_per_s=round((trainer.step_count - self.step0) / max(secs, 1e-9), 2),
                             ssim_start=self.ssim_start, ssim_end=preview_ssim(trainer),
-                            balance=balance_report(h, d_wins=trainer.cfg.optim.balance_threshold))
+                            balance=balance_report(h, d_wins=trainer.cfg.optim.balance_threshold), quality=holdout_metrics(trainer))
         save_image(preview_grid(trainer.preview()), self.out / 'preview.png')
         save_figure(plot_history(h, smooth=0.8), self.out / 'curves.png')
         h.to_jsonl(self.out / 'history.jsonl')
@@ -219,6 +220,10 @@ def run_folder(out,              # the run folder
                run,              # the run's `RunConfig`: save_every, keep_last, preview_history (read as they change)
                save_minutes:float=0.0, # also save a checkpoint every this many minutes
                ) -> list:
-    "The callbacks that keep a run folder: `Autosave`, `Previews` into preview.png (and the history), `WriteOutputs`."
+    "The callbacks that keep a run folder: `Autosave`, `Previews` into preview.png (and the history), `WriteOutputs`; `TensorBoard` with `run.tensorboard`."
     out = Path(out)
-    return [Autosave(out, run.save_every, save_minutes, run.keep_last), Previews(save_preview(out, run)), WriteOutputs(out)]
+    cbs = [Autosave(out, run.save_every, save_minutes, run.keep_last), Previews(save_preview(out, run)), WriteOutputs(out)]
+    if run.tensorboard:
+        from dfl_gan.tensorboard import TensorBoard   # here, not above: that module builds on this one
+        cbs.append(TensorBoard(Path(run.tensorboard) / out.resolve().name))
+    return cbs

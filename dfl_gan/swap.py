@@ -23,7 +23,7 @@ from .landmarks import eyes_mouth_mask, normalize_max, estimate_pitch_yaw_roll, 
 from .losses import (dfl_rec_loss, dssim, mse, mask_loss, blur_mask, gaussian_blur, eyes_mouth_loss, style_loss,
                             total_variation_mse, code_d_loss, true_face_loss)
 from .models import SAEHD, CodeDiscriminator, build_discriminator, init_weights
-from .tasks import Task, build_networks
+from .tasks import Task, build_networks, hold_out
 
 # %% auto #0
 __all__ = ['PRETRAIN_FORCES', 'WithEyesMouth', 'yaw_sort', 'PairedBatches', 'FaceSwapTask', 'blur_out', 'swap_faces',
@@ -58,6 +58,7 @@ class PairedBatches:
     def __next__(self) -> dict: return dict(src=next(self.src), dst=next(self.dst))
     def state_dict(self): return dict(src=self.src.state_dict(), dst=self.dst.state_dict())
     def load_state_dict(self, d): self.src.load_state_dict(d['src']); self.dst.load_state_dict(d['dst'])
+    def shard(self, rank:int, world:int): self.src.shard(rank, world); self.dst.shard(rank, world); return self
 
 # %% ../nbs/06a_swap.ipynb #93741b43
 def _face_set(given:FaceSet|None, folder:str|None, setting:str, cfg:Config) -> FaceSet:
@@ -85,17 +86,18 @@ class FaceSwapTask(Task):
                  D:nn.Module|None=None,      # a discriminator of your own: image → logits
                  ):
         d, m = cfg.data, cfg.model
-        src = _face_set(src, d.src, 'data.src', cfg)
-        dst = src if cfg.run.pretrain else _face_set(dst, d.dst, 'data.dst', cfg)
+        src, held_src = hold_out(_face_set(src, d.src, 'data.src', cfg), cfg)
+        dst, held_dst = (src, None) if cfg.run.pretrain else hold_out(_face_set(dst, d.dst, 'data.dst', cfg), cfg)
         for fs in dict.fromkeys([src, dst]): _warn_masks(fs, cfg.loss.eyes_mouth_priority)
         true_face = lambda nets: cfg.loss.true_face_power > 0 and nets['G'].archi_type == 'df'
         makers = dict(G=lambda nets: SAEHD(m.archi, m.resolution, m.ae_dims, m.e_dims, m.d_dims, m.d_mask_dims),
                       D=lambda nets: build_discriminator(m),
                       code_D=lambda nets: CodeDiscriminator(nets['G'].code_ch, nets['G'].code_res) if true_face(nets) else None)
-        super().__init__(cfg, src, *build_networks(makers, cfg, D=D))
+        super().__init__(cfg, src, *build_networks(makers, cfg, D=D), held_out=dict(src=held_src, dst=held_dst))
         self.src, self.dst, self.augment = src, dst, Augment(cfg.data)
 
     def fingerprint(self) -> str: return f'src:{self.src.fingerprint()} dst:{self.dst.fingerprint()}'
+    def face_sets(self) -> dict: return dict(src=self.src, dst=self.dst)
     def gan_allowed(self) -> bool: return not self.cfg.run.pretrain
     def extra_weights(self) -> dict:
         return dict(true_face=0.0 if self.cfg.run.pretrain else self.cfg.loss.true_face_power, style=1.0, gan_reg=1.0)
@@ -226,6 +228,13 @@ def preview(self:FaceSwapTask, nets:dict, fixed:dict) -> dict:
     s, d = fixed['src'], fixed['dst']
     o = nets['G'](s, d)
     return {'src': s, 'src→src': o['src_src'], 'dst': d, 'dst→dst': o['dst_dst'], 'src→dst': o['src_dst']}
+
+@patch
+def evaluate(self:FaceSwapTask, nets:dict, name:str, images:torch.Tensor) -> dict:
+    "src faces rebuilt as src; dst faces rebuilt as dst, and swapped (src→dst: no true face to pair it with)."
+    o = nets['G'](images, images)
+    if name == 'src': return {'src→src': (o['src_src'], True)}
+    return {'dst→dst': (o['dst_dst'], True), 'src→dst': (o['src_dst'], False)}
 
 # %% ../nbs/06a_swap.ipynb #fadd7cad
 @torch.no_grad()

@@ -30,13 +30,14 @@ Docs: https://dfl-gan.github.io/dfl_gan/tasks.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn
 from .core import Config, ConfigError
-from .data import FaceSet, Batches, demo_faces
+from .data import FaceSet, Batches, demo_faces, split_holdout
 from .augment import Augment
 from .models import Generator, Encoder, build_discriminator, init_weights
 from .losses import rec_loss, dfl_rec_loss
 
 # %% auto #0
-__all__ = ['Task', 'face_data', 'build_networks', 'dry_run', 'check_images', 'check_logits', 'GANTask', 'AutoencoderTask']
+__all__ = ['Task', 'face_data', 'hold_out', 'build_networks', 'dry_run', 'check_images', 'check_logits', 'GANTask',
+           'AutoencoderTask']
 
 # %% ../nbs/06_tasks.ipynb #432b3669
 class Task:
@@ -46,8 +47,10 @@ class Task:
     generator_side:tuple = ('G',)      # the networks the generator's optimiser moves
     reconstruction:tuple|None = None   # (real, rebuilt) preview columns that the preview SSIM compares
 
-    def __init__(self, cfg:Config, data:FaceSet, nets:dict, given:tuple=()):
+    def __init__(self, cfg:Config, data:FaceSet, nets:dict, given:tuple=(),
+                 held_out:dict|None=None): # face-set name → its faces that training never sees (None where none are)
         self.cfg, self.data, self.nets, self.given = cfg, data, nets, given   # `given`: the names of networks you brought
+        self.held_out = {k: v for k, v in (held_out or {}).items() if v is not None}
 
     @property
     def players(self) -> dict:
@@ -68,6 +71,10 @@ class Task:
     def forward(self, inputs:dict) -> dict: raise NotImplementedError(f'{type(self).__name__}.forward')
     def preview(self, nets:dict, fixed:dict) -> dict: raise NotImplementedError(f'{type(self).__name__}.preview')
     def check_networks(self, device): "Dry-run the networks you brought; a `ConfigError` where a shape does not fit."
+    def face_sets(self) -> dict: return {'faces': self.data}   # the faces it trains on, by name (as `held_out`)
+    def evaluate(self, nets:dict, name:str, images:torch.Tensor) -> dict:
+        "Label → (what `nets` make of `images` from face set `name`, whether it rebuilds them): what `metrics.json` measures."
+        raise NotImplementedError(f'{type(self).__name__}.evaluate')
 
 # %% ../nbs/06_tasks.ipynb #e449b959
 def face_data(cfg:Config, data:FaceSet|None=None) -> FaceSet:
@@ -75,6 +82,10 @@ def face_data(cfg:Config, data:FaceSet|None=None) -> FaceSet:
     if data is not None: return data
     res, d = cfg.model.resolution, cfg.data
     return FaceSet(d.path, res, workers=d.workers) if d.path else demo_faces(res)
+
+def hold_out(fs:FaceSet, cfg:Config) -> tuple:
+    "(the faces of `fs` to train on, those held out or None): `data.holdout` of them, split by `run.seed`."
+    return split_holdout(fs, cfg.data.holdout, cfg.run.seed)
 
 def build_networks(makers:dict, # name → f(networks built so far) → network or None, in build order
                    cfg:Config,    # the run's config: `model.init`
@@ -126,7 +137,8 @@ class GANTask(Task):
     def __init__(self, cfg:Config, data:FaceSet|None=None, # faces: default `cfg.data.path` or the demo faces
                  G:nn.Module|None=None, D:nn.Module|None=None): # networks of your own: z (N, latent_dim) → (N,3,R,R); image → logits
         makers = dict(G=lambda nets: _generator(cfg.model), D=lambda nets: build_discriminator(cfg.model))
-        super().__init__(cfg, face_data(cfg, data), *build_networks(makers, cfg, G=G, D=D))
+        data, held = hold_out(face_data(cfg, data), cfg)
+        super().__init__(cfg, data, *build_networks(makers, cfg, G=G, D=D), held_out=dict(faces=held))
         if 'D' not in self.nets: raise ConfigError("model.mode 'gan' needs a discriminator: model.discriminator is 'none'")
 
     def preview_batch(self, device, seed:int) -> dict:
@@ -140,6 +152,11 @@ class GANTask(Task):
     def forward(self, inputs:dict) -> dict: return dict(real=inputs['real'], fake=self.nets['G'](inputs['z']))
 
     def preview(self, nets:dict, fixed:dict) -> dict: return dict(real=fixed['image'], fake=nets['G'](fixed['z']))
+
+    def evaluate(self, nets:dict, name:str, images:torch.Tensor) -> dict:
+        "As many faces made from noise as `images` (noise fixed by `run.seed`); nothing to rebuild, so unpaired."
+        g = torch.Generator().manual_seed(self.cfg.run.seed)
+        return dict(generated=(nets['G'](torch.randn(len(images), self.cfg.model.latent_dim, generator=g).to(images.device)), False))
 
     def check_networks(self, device):
         "Dry-run G on fixed noise and D on what G made; a clear error where a shape does not fit."
@@ -156,7 +173,8 @@ class AutoencoderTask(Task):
         m = cfg.model
         makers = dict(G=lambda nets: _generator(m), D=lambda nets: build_discriminator(m),
                       E=lambda nets: Encoder(m.resolution, m.d_width, m.latent_dim))
-        super().__init__(cfg, face_data(cfg, data), *build_networks(makers, cfg, G=G, D=D, E=E))
+        data, held = hold_out(face_data(cfg, data), cfg)
+        super().__init__(cfg, data, *build_networks(makers, cfg, G=G, D=D, E=E), held_out=dict(faces=held))
         self.augment = Augment(cfg.data)
 
     def preview_batch(self, device, seed:int) -> dict: return dict(image=_fixed_faces(self.data, device, seed)[0])
@@ -176,6 +194,8 @@ class AutoencoderTask(Task):
 
     def preview(self, nets:dict, fixed:dict) -> dict:
         return dict(real=fixed['image'], fake=nets['G'](nets['E'](fixed['image'])))
+
+    def evaluate(self, nets:dict, name:str, images:torch.Tensor) -> dict: return dict(rebuilt=(nets['G'](nets['E'](images)), True))
 
     def check_networks(self, device):
         "Dry-run E and G on two faces and D on the rebuild; a clear error where a shape does not fit."

@@ -25,6 +25,7 @@ from .history import History, NanGuard
 from .balance import BALANCES, BALANCE_KEYS
 from .tasks import Task, GANTask, AutoencoderTask
 from .swap import FaceSwapTask
+from .distributed import world, broadcast_state, split_rng, shard_batches, mean_over_ranks, average_gradients
 
 # %% auto #0
 __all__ = ['TASKS', 'make_task', 'Trainer', 'CancelFit', 'Callback', 'AfterStep', 'StateError']
@@ -51,6 +52,8 @@ class Trainer:
         self.task = task if task is not None else make_task(cfg, **kw)
         self.nets = self.task.nets
         self._place_nets()
+        self.rank, self.world_size = world()   # torchrun: this process's rank of how many (0 of 1 otherwise)
+        broadcast_state(self.nets)
         if self.task.given: self.task.check_networks(self.device)
         self.params = {p: [w for n in names for w in self.nets[n].parameters()] for p, names in self.task.players.items()}
         self.opts = {p: make_optimizer(ws, cfg.optim, self._lr(p), cfg.run.fast_optim) for p, ws in self.params.items()}
@@ -59,10 +62,12 @@ class Trainer:
                     for k in self.task.players['G']} if cfg.optim.ema else {}
         self.perc, self.balance = None, BALANCES[cfg.optim.balance]()
         self._sync_perceptual()
-        self.batches, self.fixed = self.task.batches(self.device, cfg.run.seed), self.task.preview_batch(self.device, cfg.run.seed)
+        self.batches = shard_batches(self.task.batches(self.device, cfg.run.seed))
+        self.fixed = self.task.preview_batch(self.device, cfg.run.seed)
         self.history, self.step_count, self.guard = History(), 0, NanGuard()
         self.guard.snapshot(0, self.nets, self.opts)
         cfg.watch(self._settings_changed)
+        split_rng()   # several processes: each its own augmentation and noise from here on
 
     @property
     def lock(self): return self.cfg.lock   # held for each step; changes to the config wait for it
@@ -124,6 +129,7 @@ def update(self:Trainer, player:str, # 'G', 'D', or another player of the task (
     self.scaler.scale(loss * self.cfg.data.batch_size if o.sum_batch_loss else loss).backward()
     if player == 'G':
         for p in self.task.frozen(): p.grad = None
+    loss = average_gradients(params, loss)   # several processes: the whole batch's gradient and loss on every rank
     self.scaler.unscale_(opt)
     gn = grad_norm(params)
     if o.clip_grad > 0: clip_by_norm(params, o.clip_grad, gn)
@@ -149,7 +155,7 @@ def _d_update(self:Trainer, real:torch.Tensor, fake:torch.Tensor) -> dict:
         loss = d_loss(real_logits, fake_logits, l.label_smoothing)
     r1 = r1_penalty(real_logits, real) if r1_on else torch.zeros((), device=self.device)
     gn = self.update('D', loss + l.r1_gamma * r1)
-    stats = d_stats(real_logits, fake_logits)
+    stats = mean_over_ranks(d_stats(real_logits, fake_logits))   # every rank's balance strategy decides alike
     self.balance.observe(stats)
     return dict(d_loss=loss.detach().float(), r1=r1.detach().float(), gn_d=gn, **stats)
 
@@ -213,7 +219,8 @@ def _other_players(self:Trainer, out:dict, gan_on:bool) -> dict:
 # %% ../nbs/07_train.ipynb #5cf6cfb1
 @patch
 def nan_check_every(self:Trainer) -> int:
-    "Steps between reviews of the NaN guard: `run.nan_check_every`, or 1 on the CPU and 50 on a GPU when it is 0."
+    "Steps between reviews of the NaN guard: `run.nan_check_every`, or 1 on the CPU and 50 on a GPU when it is 0; 1 with several processes."
+    if self.world_size > 1: return 1   # rank 0 reviews when it saves: every rank must have reviewed the same steps
     return self.cfg.run.nan_check_every or (1 if self.device.type == 'cpu' else 50)
 
 @patch
@@ -247,6 +254,7 @@ def step(self:Trainer) -> dict:
         self._review_guard()
         for name, avg in self.ema.items(): avg.update_parameters(self.nets[name])
         self.step_count += 1
+        record = mean_over_ranks(record)   # several processes: the whole batch's numbers
         self.history.append(record)
         return record
 

@@ -39,6 +39,9 @@ def test_demo_end_to_end(tmp_path):
     assert 'preview SSIM' in r.stdout
     m = check_run_dir(tmp_path / 'demo', 12)
     assert m['steps'] == 12 and 0 < m['ssim_end'] <= 1
+    q = m['quality']   # on the 11 demo faces that training never sees
+    assert (q['split'], q['faces']) == ('held out (data.holdout)', {'faces': 11})
+    assert 0 < q['measured']['rebuilt']['ssim'] < 1 and q['measured']['rebuilt']['psnr'] > 5 and q['measured']['rebuilt']['sharpness'] > 0
 
 def test_train_on_a_folder_and_resume(tmp_path):
     faces = tmp_path / 'faces'; faces.mkdir()

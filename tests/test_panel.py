@@ -202,9 +202,11 @@ def test_a_failing_step_ends_the_run_with_a_message():
     assert 'step 2 failed: RuntimeError: boom' in p.log.value
     with pytest.raises(RuntimeError, match='boom'): p.run(1, block=True)
 
-def test_the_panel_displays_as_its_root_widget(panel):
-    b = panel._repr_mimebundle_()
-    assert b['application/vnd.jupyter.widget-view+json']['model_id'] == panel.root.model_id
+def test_the_panel_displays_as_its_root_widget(panel, monkeypatch):
+    shown = []
+    monkeypatch.setattr('dfl_gan.widgets.display', shown.append)
+    panel._ipython_display_()
+    assert shown == [panel.root]
 
 def test_every_panel_run_goes_through_fit(monkeypatch):
     "Step, Run N and Run to are all calls of the one training loop."

@@ -32,7 +32,7 @@ def pipeline(tmp_path_factory):
              ['extract', '--input', clip(d / 'dst.mp4', 8, faceless=FACELESS), '--out', d / 'dst', '--res', 64, '--no-progress'],
              ['train', '--src', d / 'src' / 'aligned', '--dst', d / 'dst' / 'aligned', '--out', d / 'run', '--steps', 3,
               '--res', 32, '--model.ae_dims', 32, '--model.e_dims', 16, '--model.d_dims', 16, '--model.d_mask_dims', 8,
-              '--data.batch_size', 2, '--no-progress'],
+              '--data.batch_size', 2, '--data.holdout', 0.25, '--no-progress'],
              ['merge', '--model', d / 'run', '--frames', d / 'dst', '--out', d / 'merged', '--video', d / 'merged.mp4',
               '--erode-mask-modifier', 10, '--blur-mask-modifier', 20, '--no-progress'],
              ['export', '--model', d / 'run', '--out', d / 'model.dfm']]
@@ -40,6 +40,15 @@ def pipeline(tmp_path_factory):
         rc = cli.main([str(a) for a in argv])
         assert rc == 0, argv
     return d
+
+def test_swap_run_measures_held_out_faces(pipeline):
+    "metrics.json of a face-swap run: src and dst rebuilt and dst swapped, on the faces training never saw."
+    q = json.loads((pipeline / 'run' / 'metrics.json').read_text())['quality']
+    assert (q['split'], q['faces']) == ('held out (data.holdout)', {'src': 2, 'dst': 2})
+    m = q['measured']
+    assert set(m['src→src']) >= {'ssim', 'psnr', 'ms_ssim', 'sharpness'} and set(m['dst→dst']) == set(m['src→src'])
+    assert set(m['src→dst']) == {'sharpness'} and m['src→dst']['sharpness'] > 0
+    assert 'fid_kid' in q['not_measured']   # no Inception weights on a test machine, and it says so
 
 def test_extract_finds_the_faces_and_says_what_it_did(pipeline):
     d = pipeline

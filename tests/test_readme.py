@@ -38,3 +38,14 @@ def test_readme_is_the_index():
     nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
     text = '\n\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
     assert (ROOT / 'README.md').read_text() == text.replace('](images/', '](nbs/images/') + '\n'
+
+def test_tutorials_have_colab_badges():
+    "Every tutorial carries its 'Open in Colab' badge, and the README lists it with the same badge."
+    repo = re.search(r'Repository = "https://github.com/([^"]+)"', (ROOT / 'pyproject.toml').read_text())[1]
+    readme, tutorials = (ROOT / 'README.md').read_text(), sorted((ROOT / 'nbs' / 'tutorials').glob('*.ipynb'))
+    assert tutorials
+    for nb in tutorials:
+        badge = ('[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]'
+                 f'(https://colab.research.google.com/github/{repo}/blob/main/nbs/tutorials/{nb.name})')
+        assert badge in readme, f'README.md has no Colab badge for {nb.name}'
+        assert badge in ''.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells']), f'{nb.name} has no Colab badge'
