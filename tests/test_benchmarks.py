@@ -41,3 +41,14 @@ def test_pipeline_harness_runs_the_whole_path(one_thread):
     r = bench_pipeline.main(['--quick'])
     assert r['footage'] == 'synthetic' and r['merged'] == r['video_frames'] == r['dst']['frames'] > 0
     assert r['export_diff'] <= 1e-4 and all(s > 0 for s in r['seconds'].values())
+
+def test_quality_harness_continues_one_state_with_and_without_the_gan(one_thread):
+    import bench_quality
+    r = bench_quality.main(['--quick'])
+    m, w, n = r['metrics'], r['warm'], r['steps']
+    assert [m[a]['step'] for a in ('start', 'no_gan', 'gan')] == [w, w + n, w + n]   # both arms go on from the warm state
+    assert r['d_updates'] == {'no_gan': 0, 'gan': n} and 0 < r['d']['last']['d_real'] < 1
+    assert m['start']['split'].startswith('held out') and all(k > 0 for k in m['start']['faces'].values())
+    assert all(set(m[a]['measured']) == {'src→src', 'dst→dst', 'src→dst'} and m[a]['swap_over_src'] > 0 for a in m)
+    r0 = bench_quality.main(['--quick', '--gan-power', '0'])   # the arms differ in the GAN only: without it, one run twice
+    assert r0['metrics']['gan'] == r0['metrics']['no_gan'] and r0['d_updates']['gan'] == 0
