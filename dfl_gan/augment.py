@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import torch, torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from fastcore.basics import patch
 from .core import DataConfig
 
 # %% auto #0
@@ -130,40 +131,43 @@ class Augment:
                 ):
         self.cfg, self.rot, self.scale, self.shift, self.warp_scale = cfg, rot, scale, shift, warp_scale
 
-    @torch.no_grad()
-    def __call__(self, images:torch.Tensor,          # (N, 3, R, R) float in [0, 1]
-                 masks:torch.Tensor|None=None,      # (N, 1, R, R) float in [0, 1]
-                 generator:torch.Generator|None=None, # source of randomness
-                 ref:torch.Tensor|None=None,        # (N or 1, 3, R', R') colour reference (dst faces), for color_transfer
-                 flip:bool|None=None,               # random flips (default `data.flip`)
-                 hsv:bool=True,                     # HSV jitter on the input when `data.hsv_jitter` > 0
-                 warp:bool|None=None,               # random warp of the input (default `data.random_warp`)
-                ) -> dict:
-        c, flip, warp = self.cfg, self.cfg.flip if flip is None else flip, self.cfg.random_warp if warp is None else warp
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-            raise ValueError(f'images must be (N, 3, R, R), got {tuple(images.shape)}')
-        n, res, dev = len(images), images.shape[-1], images.device
-        if ref is not None and c.color_transfer != 'none': images = color_transfer(c.color_transfer, images, ref, generator)
-        grid, flips = None, None
-        if c.affine:
-            theta = random_affine(n, self.rot, self.scale, self.shift, flip=flip, generator=generator, device=dev)
-            grid = F.affine_grid(theta, (n, 1, res, res), align_corners=False)
-        elif flip: flips = random_affine(n, 0, 0, 0, flip=True, generator=generator, device=dev)[:, 0, 0] < 0
-        sample = lambda t, gr, pad, mode='bilinear': F.grid_sample(t, gr, mode=mode, padding_mode=pad, align_corners=False)
-        image = lambda gr: sample(images, gr, 'border', 'bicubic').clamp(0, 1)   # DeepFaceLab: cubic for faces, linear for masks
-        target = images if grid is None else image(grid)
-        if warp:
-            off = _warp_offsets(n, res, c.warp_cells, self.warp_scale, generator, dev)
-            base = _identity_grid(n, res, dev) if grid is None else grid
-            off = off if grid is None else sample(off, grid, 'zeros')
-            inp = image(base + off.permute(0, 2, 3, 1))
-        else: inp = target.clone()
-        tmask = None if masks is None else masks if grid is None else sample(masks, grid, 'zeros')
-        if flips is not None:
-            flip = lambda t: None if t is None else torch.where(flips.view(-1, 1, 1, 1), t.flip(-1), t)
-            inp, target, tmask = flip(inp), flip(target), flip(tmask)
-        if hsv and c.hsv_jitter > 0: inp = hsv_shift(inp, random_hsv_shift(images, c.hsv_jitter, generator))
-        return dict(input=inp, target=target, target_mask=tmask)
+# %% ../nbs/02_augment.ipynb #f071e8d3
+@patch
+@torch.no_grad()
+def __call__(self:Augment, images:torch.Tensor,   # (N, 3, R, R) float in [0, 1]
+             masks:torch.Tensor|None=None,        # (N, 1, R, R) float in [0, 1]
+             generator:torch.Generator|None=None, # source of randomness
+             ref:torch.Tensor|None=None,          # (N or 1, 3, R', R') colour reference (dst faces), for color_transfer
+             flip:bool|None=None,                 # random flips (default `data.flip`)
+             hsv:bool=True,                       # HSV jitter on the input when `data.hsv_jitter` > 0
+             warp:bool|None=None,                 # random warp of the input (default `data.random_warp`)
+            ) -> dict:
+    "The batch augmented: `input` (warped, HSV-jittered), `target` and `target_mask` (affine and flip only)."
+    c, flip, warp = self.cfg, self.cfg.flip if flip is None else flip, self.cfg.random_warp if warp is None else warp
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        raise ValueError(f'images must be (N, 3, R, R), got {tuple(images.shape)}')
+    n, res, dev = len(images), images.shape[-1], images.device
+    if ref is not None and c.color_transfer != 'none': images = color_transfer(c.color_transfer, images, ref, generator)
+    grid, flips = None, None
+    if c.affine:
+        theta = random_affine(n, self.rot, self.scale, self.shift, flip=flip, generator=generator, device=dev)
+        grid = F.affine_grid(theta, (n, 1, res, res), align_corners=False)
+    elif flip: flips = random_affine(n, 0, 0, 0, flip=True, generator=generator, device=dev)[:, 0, 0] < 0
+    sample = lambda t, gr, pad, mode='bilinear': F.grid_sample(t, gr, mode=mode, padding_mode=pad, align_corners=False)
+    image = lambda gr: sample(images, gr, 'border', 'bicubic').clamp(0, 1)   # DeepFaceLab: cubic for faces, linear for masks
+    target = images if grid is None else image(grid)
+    if warp:
+        off = _warp_offsets(n, res, c.warp_cells, self.warp_scale, generator, dev)
+        base = _identity_grid(n, res, dev) if grid is None else grid
+        off = off if grid is None else sample(off, grid, 'zeros')
+        inp = image(base + off.permute(0, 2, 3, 1))
+    else: inp = target.clone()
+    tmask = None if masks is None else masks if grid is None else sample(masks, grid, 'zeros')
+    if flips is not None:
+        flip = lambda t: None if t is None else torch.where(flips.view(-1, 1, 1, 1), t.flip(-1), t)
+        inp, target, tmask = flip(inp), flip(target), flip(tmask)
+    if hsv and c.hsv_jitter > 0: inp = hsv_shift(inp, random_hsv_shift(images, c.hsv_jitter, generator))
+    return dict(input=inp, target=target, target_mask=tmask)
 
 # %% ../nbs/02_augment.ipynb #372b5d42
 _XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])

@@ -319,14 +319,19 @@ class FaceSet(Dataset):
                   landmarks=lms, mask_source=[d['mask_source'] for _, d in faces], files=[f for f, _ in faces],
                   sizes=[d['size'] for _, d in faces], skipped=skipped, name=str(folder))
 
-    @property
-    def resolution(self) -> int: return self.images.shape[-1]
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return dict(image=self.images[i].float() / 255, mask=self.masks[i].float() / 255)
 
-    def __repr__(self):
-        src = {s: self.mask_source.count(s) for s in ('xseg', 'landmarks', 'full') if s in self.mask_source}
-        return f'FaceSet({self.name!r}: {len(self)} faces at {self.resolution}px, masks {src}, {len(self.skipped)} skipped)'
+# %% ../nbs/01_data.ipynb #f4c1992f
+@patch(as_prop=True)
+def resolution(self:FaceSet) -> int: return self.images.shape[-1]
+@patch
+def __len__(self:FaceSet): return len(self.images)
+@patch
+def __getitem__(self:FaceSet, i): return dict(image=self.images[i].float() / 255, mask=self.masks[i].float() / 255)
+
+@patch
+def __repr__(self:FaceSet):
+    src = {s: self.mask_source.count(s) for s in ('xseg', 'landmarks', 'full') if s in self.mask_source}
+    return f'FaceSet({self.name!r}: {len(self)} faces at {self.resolution}px, masks {src}, {len(self.skipped)} skipped)'
 
 # %% ../nbs/01_data.ipynb #b70d538f
 @patch

@@ -29,11 +29,15 @@ class History:
         self._pending.append(rec)
 
     def _flush(self):
+        "Read the pending records: one copy to the host per device, however many values and steps."
         if not self._pending: return
-        cells = [(i, k, v) for i, r in enumerate(self._pending) for k, v in r.items() if torch.is_tensor(v)]
-        vals = torch.stack([v.detach().float().reshape(()).cpu() for *_, v in cells]).tolist() if cells else []
         rows = [{k: (v if not torch.is_tensor(v) else None) for k, v in r.items()} for r in self._pending]
-        for (i, k, _), x in zip(cells, vals): rows[i][k] = x
+        by_device = {}
+        for i, r in enumerate(self._pending):
+            for k, v in r.items():
+                if torch.is_tensor(v): by_device.setdefault(v.device, []).append((i, k, v))
+        for cells in by_device.values():
+            for (i, k, _), x in zip(cells, torch.stack([v.detach().float().reshape(()) for *_, v in cells]).cpu().tolist()): rows[i][k] = x
         self._rows += rows; self._pending = []
 
     @property
@@ -53,14 +57,19 @@ class History:
         "Record an event (e.g. kind='set', name=..., old=..., new=...)."
         self.events.append(dict(step=step, kind=kind, **info))
 
-    def state_dict(self) -> dict: return dict(rows=list(self.rows), events=list(self.events))
-    def load_state_dict(self, d:dict): self._rows, self._pending, self.events = list(d['rows']), [], list(d['events'])
 
-    def to_jsonl(self, path):
-        "Write one JSON line per step, then one per event (with `\"event\": kind`)."
-        with open(path, 'w') as f:
-            for r in self.rows: f.write(json.dumps(r) + '\n')
-            for e in self.events: f.write(json.dumps({'event': e['kind'], **{k: v for k, v in e.items() if k != 'kind'}}, default=str) + '\n')
+# %% ../nbs/05a_history.ipynb #2a8080d9
+@patch
+def state_dict(self:History) -> dict: return dict(rows=list(self.rows), events=list(self.events))
+@patch
+def load_state_dict(self:History, d:dict): self._rows, self._pending, self.events = list(d['rows']), [], list(d['events'])
+
+@patch
+def to_jsonl(self:History, path):
+    "Write one JSON line per step, then one per event (with `\"event\": kind`)."
+    with open(path, 'w') as f:
+        for r in self.rows: f.write(json.dumps(r) + '\n')
+        for e in self.events: f.write(json.dumps({'event': e['kind'], **{k: v for k, v in e.items() if k != 'kind'}}, default=str) + '\n')
 
 # %% ../nbs/05a_history.ipynb #5d6e95cc
 class NanGuard:

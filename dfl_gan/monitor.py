@@ -156,7 +156,9 @@ def preview_ssim(trainer:Trainer) -> float | None:
 # %% ../nbs/10_monitor.ipynb #c0a18f89
 class Previews(Callback):
     "Takes a preview every `run.preview_every` steps since the last one, and gives `show(step, columns)` each one."
-    def __init__(self, show): self.show, self.last = show, None
+    def __init__(self, show,
+                 every:int|None=None, # steps between previews (None: `run.preview_every`, read as it changes; 0: none during a run)
+                 ): self.show, self.every, self.last = show, every, None
 
     def take(self, trainer):
         "Take a preview now."
@@ -167,7 +169,8 @@ class Previews(Callback):
         if self.last is None: self.last = trainer.step_count   # the first preview is due `run.preview_every` steps in
 
     def after_step(self, trainer, record):
-        if trainer.step_count - self.last >= trainer.cfg.run.preview_every: self.take(trainer)
+        every = trainer.cfg.run.preview_every if self.every is None else self.every
+        if every and trainer.step_count - self.last >= every: self.take(trainer)
 
 # %% ../nbs/10_monitor.ipynb #cb56e623
 class WriteOutputs(Callback):

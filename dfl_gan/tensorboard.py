@@ -17,7 +17,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from .balance import BALANCE_KEYS
 from .train import Callback
-from .monitor import preview_grid
+from .monitor import preview_grid, Previews
 
 # %% auto #0
 __all__ = ['SCALAR_GROUPS', 'tensorboard_api', 'scalar_tag', 'event_text', 'TensorBoard']
@@ -58,7 +58,8 @@ class TensorBoard(Callback):
         if every is not None and every < 1: raise ValueError(f'TensorBoard: every must be >= 1 (steps between writes), got {every}')
         if previews_every is not None and previews_every < 0: raise ValueError(f'TensorBoard: previews_every must be >= 0, got {previews_every}')
         self.writer_class, self.summary = tensorboard_api()
-        self.log_dir, self.every, self.previews_every, self.writer = Path(log_dir), every, previews_every, None
+        self.log_dir, self.every, self.writer = Path(log_dir), every, None
+        self.previews = Previews(self._show_preview, previews_every)   # when a preview is due: the run folder's rule
 
 # %% ../nbs/10a_tensorboard.ipynb #239970f9
 @patch
@@ -68,13 +69,12 @@ def before_fit(self:TensorBoard, trainer):
     self.row, self.walltimes = len(h), {}                  # records from here on are this fit's to write
     self.seen, self.pending = len(h.events), [e for e in h.events if e['step'] >= start]
     self.writer.add_text('config', f'```json\n{trainer.cfg.to_json()}\n```', start)
-    self._preview(trainer)
+    self.previews.take(trainer)
 
 @patch
-def _preview(self:TensorBoard, trainer):
-    "Write the preview grid of the trainer now, at its step count."
-    self.previewed = trainer.step_count
-    self.writer.add_image('preview', preview_grid(trainer.preview()), trainer.step_count, dataformats='HWC')
+def _show_preview(self:TensorBoard, step:int, cols:dict):
+    "Write a preview's grid at its step."
+    self.writer.add_image('preview', preview_grid(cols), step, dataformats='HWC')
 
 # %% ../nbs/10a_tensorboard.ipynb #25dead48
 @patch
@@ -99,11 +99,10 @@ def after_step(self:TensorBoard, trainer, record):
     self.walltimes[record['step']] = time.time()
     if len(trainer.history) - self.row >= (self.every or (1 if trainer.device.type == 'cpu' else 50)):
         self._write(trainer, until=trainer.step_count)
-    every = trainer.cfg.run.preview_every if self.previews_every is None else self.previews_every
-    if every and trainer.step_count % every == 0: self._preview(trainer)
+    self.previews.after_step(trainer, record)
 
 @patch
 def after_fit(self:TensorBoard, trainer):
     self._write(trainer, until=trainer.step_count)
-    if self.previewed != trainer.step_count: self._preview(trainer)
+    if self.previews.last != trainer.step_count: self.previews.take(trainer)
     self.writer.close()   # flushes
