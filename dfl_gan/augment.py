@@ -131,7 +131,7 @@ class Augment:
                 ):
         self.cfg, self.rot, self.scale, self.shift, self.warp_scale = cfg, rot, scale, shift, warp_scale
 
-# %% ../nbs/02_augment.ipynb #f071e8d3
+# %% ../nbs/02_augment.ipynb #b09ab338
 @patch
 @torch.no_grad()
 def __call__(self:Augment, images:torch.Tensor,   # (N, 3, R, R) float in [0, 1]

@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     _pipeline_parsers(sub)
     return p
 
-# %% ../nbs/15_cli.ipynb #3dc4d7f6
+# %% ../nbs/15_cli.ipynb #a2015eb4
 def _pipeline_parsers(sub):
     "The user's path around training: extract faces from footage, merge the swapped faces back, export for DeepFaceLive."
     e = sub.add_parser('extract', help='footage (a video or a folder of frames) → frames + aligned DeepFaceLab faces (needs dfl_gan[extract])',
@@ -130,7 +130,7 @@ def _pipeline_parsers(sub):
     x.add_argument('--format', choices=('dfm', 'onnx'), default='dfm', help="dfm: DeepFaceLab's DFM for DeepFaceLive (NHWC BGR); onnx: NCHW RGB")
     x.add_argument('--no-verify', action='store_true', help='skip the onnxruntime check against PyTorch')
 
-# %% ../nbs/15_cli.ipynb #2681ea62
+# %% ../nbs/15_cli.ipynb #be957e0b
 def add_merge_flags(p:argparse.ArgumentParser):
     "One `--name` flag per `MergeSettings` field (DeepFaceLab's merger option names), with its choices or range."
     helps = docments(MergeSettings)
@@ -195,7 +195,7 @@ def _train(ns):
     finally: end_distributed()
     return 0
 
-# %% ../nbs/15_cli.ipynb #97a880c7
+# %% ../nbs/15_cli.ipynb #9a48e0d2
 def _preview(ns):
     save_image(preview_grid(load(ns.model).preview()), ns.out)
     print(f'preview: wrote {ns.out}')

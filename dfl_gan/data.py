@@ -320,7 +320,7 @@ class FaceSet(Dataset):
                   sizes=[d['size'] for _, d in faces], skipped=skipped, name=str(folder))
 
 
-# %% ../nbs/01_data.ipynb #f4c1992f
+# %% ../nbs/01_data.ipynb #c802a9cf
 @patch(as_prop=True)
 def resolution(self:FaceSet) -> int: return self.images.shape[-1]
 @patch

@@ -58,7 +58,7 @@ class History:
         self.events.append(dict(step=step, kind=kind, **info))
 
 
-# %% ../nbs/05a_history.ipynb #2a8080d9
+# %% ../nbs/05a_history.ipynb #0d15ec87
 @patch
 def state_dict(self:History) -> dict: return dict(rows=list(self.rows), events=list(self.events))
 @patch

@@ -230,7 +230,7 @@ def _load_file(path:Path, hint:Path) -> nn.Sequential:
     except Exception as e: raise DataError(f'{path} cannot be read as a state dict with weights_only=True: {type(e).__name__}: {e}') from None
     return _features_from_state_dict(sd, str(path))
 
-# %% ../nbs/04_losses.ipynb #af8c5e71
+# %% ../nbs/04_losses.ipynb #ad0ae50f
 def load_vgg16_features(weights='imagenet', # 'imagenet' (torchvision's weights via the hub cache) or a path to a state dict
                         download:bool=True, # 'imagenet' only: download into the hub cache when the file is missing
                         ) -> nn.Sequential:

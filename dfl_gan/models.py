@@ -329,7 +329,7 @@ def forward(self:SAEHD, warped_src:torch.Tensor, # (N, 3, R, R) src faces in [0,
     if swap: out.update(src_dst=sd[0][0], src_dst_mask=sd[0][1])
     return out | dict(src_code=src_code, dst_code=dst_code)
 
-# %% ../nbs/03_models.ipynb #2faf262c
+# %% ../nbs/03_models.ipynb #a98f7a66
 @patch
 def swap_parts(self:SAEHD, dst:torch.Tensor, # (N, 3, R, R) dst faces in [0, 1]
                ) -> tuple:

@@ -37,7 +37,7 @@ def make_task(cfg:Config, **kw) -> Task:
     "The task `cfg.model.mode` names, built with `kw`: `data` (or `src`, `dst`) and networks of your own (`G`, `D`, `E`)."
     return TASKS[cfg.model.mode](cfg, **kw)
 
-# %% ../nbs/07_train.ipynb #38203041
+# %% ../nbs/07_train.ipynb #c2717fc1
 class Trainer:
     "Trains a task's generator against its discriminator, one `step()` at a time."
     def __init__(self, cfg:Config|None=None, # the run's configuration (`Config()` if None; the task's own if a task is given)
